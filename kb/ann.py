@@ -1,0 +1,116 @@
+"""Vector stores behind one small interface (after txtai's `ann/`), so a pgvector backend can follow.
+
+Vectors are L2-normalised, so inner product is cosine similarity.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+
+class VectorStore(ABC):
+    kind: str = ""
+    filename: str = "vectors.faiss"
+
+    @abstractmethod
+    def add(self, vectors: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) for one query vector, best first; ids are insertion positions."""
+
+    @abstractmethod
+    def save(self, directory: Path) -> None: ...
+
+    @abstractmethod
+    def load(self, directory: Path) -> None: ...
+
+    @property
+    @abstractmethod
+    def count(self) -> int: ...
+
+
+class FaissStore(VectorStore):
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.index = None
+
+    def _new(self):
+        raise NotImplementedError
+
+    def add(self, vectors: np.ndarray) -> None:
+        if self.index is None:
+            self.index = self._new()
+        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.index is None or self.index.ntotal == 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        k = min(k, self.index.ntotal)
+        scores, ids = self.index.search(np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32), k)
+        keep = ids[0] >= 0
+        return scores[0][keep], ids[0][keep]
+
+    def save(self, directory: Path) -> None:
+        import faiss
+
+        if self.index is None:
+            self.index = self._new()
+        faiss.write_index(self.index, str(Path(directory) / self.filename))
+
+    def load(self, directory: Path) -> None:
+        import faiss
+
+        self.index = faiss.read_index(str(Path(directory) / self.filename))
+        if self.index.d != self.dim:
+            raise ValueError(f"vector dimension {self.index.d} does not match the model's {self.dim}")
+
+    @property
+    def count(self) -> int:
+        return 0 if self.index is None else int(self.index.ntotal)
+
+
+class FlatStore(FaissStore):
+    """Exact search; right for a KB of thousands of passages."""
+
+    kind = "flat"
+
+    def _new(self):
+        import faiss
+
+        return faiss.IndexFlatIP(self.dim)
+
+
+class HNSWStore(FaissStore):
+    """Approximate search for large KBs."""
+
+    kind = "hnsw"
+
+    def __init__(self, dim: int, m: int = 32, ef_search: int = 128):
+        super().__init__(dim)
+        self.m, self.ef_search = m, ef_search
+
+    def _new(self):
+        import faiss
+
+        index = faiss.IndexHNSWFlat(self.dim, self.m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 200
+        index.hnsw.efSearch = self.ef_search
+        return index
+
+    def load(self, directory: Path) -> None:
+        super().load(directory)
+        self.index.hnsw.efSearch = self.ef_search
+
+
+STORES: dict[str, type[FaissStore]] = {"flat": FlatStore, "hnsw": HNSWStore}
+
+
+def create_store(kind: str, dim: int) -> VectorStore:
+    try:
+        return STORES[kind](dim)
+    except KeyError:
+        raise ValueError(f"unknown vector store {kind!r}: expected one of {', '.join(STORES)}") from None

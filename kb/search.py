@@ -1,0 +1,328 @@
+"""Hybrid retrieval over a bundle: dense (FAISS) + lexical (FTS5), fused by rank, one card per article.
+
+Lexical matching only helps where query and passage share a language, so the lexical leg is gated to
+passages in the query's detected language and fused with reciprocal-rank fusion (weights configurable);
+the dense leg alone carries cross-lingual queries. Results are translation groups: each card shows the
+version in the query's language when one exists, else the original with ``lang_fallback``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import math
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import regex
+
+from .embedder import Encoder
+from .index import Bundle
+from .langs import LangGuess, detect
+from .lexical import matching_spans
+
+MODES = ("dense", "lexical", "hybrid")
+SENTENCE_RE = regex.compile(r"(?<=[.!?।።॥?])\s+|\n+")
+CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
+
+
+@dataclass
+class Calibration:
+    """Maps a dense cosine to a confidence in [0, 1]; 0.5 is the no-confident-answer threshold."""
+
+    threshold: float = 0.83
+    scale: float = 40.0
+
+    def confidence(self, cosine: float) -> float:
+        return 1.0 / (1.0 + math.exp(-self.scale * (cosine - self.threshold)))
+
+    @classmethod
+    def load(cls, path: Path = CALIBRATION_FILE) -> Calibration:
+        try:
+            data = json.loads(Path(path).read_text())
+            return cls(float(data["threshold"]), float(data["scale"]))
+        except (OSError, ValueError, KeyError):
+            return cls()
+
+
+@dataclass
+class SearchConfig:
+    rrf_k: int = 60
+    dense_weight: float = 1.0
+    lexical_weight: float = 0.5
+    candidates: int = 200
+    max_results: int = 50
+    stale_days: int = 365
+    calibration: Calibration = field(default_factory=Calibration.load)
+    snippet_words: int = 45
+
+
+@dataclass
+class Filters:
+    lang: str | None = None
+    topics: list[str] | None = None
+    countries: list[str] | None = None
+    audience: str = "public"  # "public" sees public only; "internal" sees everything
+    today: dt.date | None = None
+    passage_mask: np.ndarray | None = None  # extra restriction (evaluation pools)
+
+
+def _rank_groups(order: list[int], passage_group: np.ndarray) -> dict[int, int]:
+    """Rank (0-based) of each group by its best passage in an ordered passage list."""
+    ranks: dict[int, int] = {}
+    for pi in order:
+        g = int(passage_group[pi])
+        if g not in ranks:
+            ranks[g] = len(ranks)
+    return ranks
+
+
+class Searcher:
+    """Everything search needs from one bundle, precomputed once per load."""
+
+    def __init__(self, bundle: Bundle, encoder: Encoder, config: SearchConfig | None = None):
+        self.bundle = bundle
+        self.encoder = encoder
+        self.config = config or SearchConfig()
+        self.passages = bundle.passages
+        self.articles = bundle.articles
+        self.article_index = {(a["id"], a["lang"]): i for i, a in enumerate(self.articles)}
+        groups = sorted({a["group"] for a in self.articles})
+        self.group_ids = groups
+        gidx = {g: i for i, g in enumerate(groups)}
+        self.group_versions: dict[int, dict[str, int]] = {}
+        for i, a in enumerate(self.articles):
+            self.group_versions.setdefault(gidx[a["group"]], {})[a["lang"]] = i
+        n = len(self.passages)
+        self.p_article = np.array([self.article_index[(p["article_id"], p["lang"])] for p in self.passages] or [],
+                                  dtype=np.int64)
+        self.p_group = np.array([gidx[p["group"]] for p in self.passages] or [], dtype=np.int64)
+        self.p_lang = np.array([p.get("lex_lang") or p["lang"] for p in self.passages] or [], dtype=object)
+        self.vectors = self._vectors(n)
+        self._sentence_cache: OrderedDict[str, tuple[list[str], np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _vectors(self, n: int) -> np.ndarray:
+        index = getattr(self.bundle.store, "index", None)
+        if n == 0 or index is None:
+            return np.zeros((0, self.encoder.dim), dtype=np.float32)
+        return index.reconstruct_n(0, n)
+
+    # ------------------------------------------------------------------ filters
+
+    def eligible(self, f: Filters) -> np.ndarray:
+        """Boolean mask over articles."""
+        today = f.today or dt.date.today()
+        mask = np.ones(len(self.articles), dtype=bool)
+        for i, a in enumerate(self.articles):
+            if f.audience == "public" and a["audience"] != "public":
+                mask[i] = False
+            elif a.get("expires") and dt.date.fromisoformat(a["expires"]) < today:
+                mask[i] = False
+            elif a.get("effective") and dt.date.fromisoformat(a["effective"]) > today:
+                mask[i] = False
+            elif f.lang and a["lang"] != f.lang:
+                mask[i] = False
+            elif f.topics and not set(f.topics) & set(a["topics"]):
+                mask[i] = False
+            elif f.countries and "*" not in a["countries"] and not set(f.countries) & set(a["countries"]):
+                mask[i] = False
+        return mask
+
+    # ------------------------------------------------------------------ search
+
+    def search(self, query: str, filters: Filters | None = None, limit: int = 10, offset: int = 0,
+               mode: str = "hybrid", guess: LangGuess | None = None, qvec: np.ndarray | None = None) -> dict:
+        t0 = time.perf_counter()
+        f = filters or Filters()
+        guess = guess or detect(query)
+        art_mask = self.eligible(f)
+        p_mask = art_mask[self.p_article] if len(self.passages) else np.zeros(0, dtype=bool)
+        if f.passage_mask is not None:
+            p_mask = p_mask & f.passage_mask
+        dense_scores = np.full(len(self.passages), -1.0, dtype=np.float32)
+        dense_rank: dict[int, int] = {}
+        lex_rank: dict[int, int] = {}
+        lex_hits: set[int] = set()
+        if p_mask.any():
+            if mode in ("dense", "hybrid"):
+                if qvec is None:
+                    qvec = self.encoder.encode_query(query)
+                dense_scores = self.vectors @ qvec
+                cand = self._dense_candidates(qvec, p_mask)
+                dense_rank = _rank_groups(cand, self.p_group)
+            if mode in ("lexical", "hybrid"):
+                allowed = p_mask.copy()
+                if mode == "hybrid":  # gate: lexical only where query and passage share a language
+                    allowed &= self.p_lang == guess.lang
+                    if guess.romanized:
+                        allowed[:] = False
+                if allowed.any():
+                    hits = self.bundle.lexical.search(query, limit=self.config.candidates,
+                                                      rowids=set(np.flatnonzero(allowed).tolist()))
+                    lex_hits = {pi for pi, _s in hits}
+                    lex_rank = _rank_groups([pi for pi, _s in hits], self.p_group)
+        c = self.config
+        fused: dict[int, float] = {}
+        for g, r in dense_rank.items():
+            fused[g] = fused.get(g, 0.0) + c.dense_weight / (c.rrf_k + r + 1)
+        for g, r in lex_rank.items():
+            fused[g] = fused.get(g, 0.0) + (c.lexical_weight if mode == "hybrid" else 1.0) / (c.rrf_k + r + 1)
+        ranked = sorted(fused, key=lambda g: (-fused[g], g))[: c.max_results]
+        results = []
+        for g in ranked[offset : offset + limit]:
+            r = self._card(g, guess, art_mask, p_mask, dense_scores, lex_hits, query, fused[g], f, mode)
+            if r:
+                results.append(r)
+        top_conf = results[0]["confidence"] if results and offset == 0 else self._top_confidence(ranked, dense_scores, p_mask)
+        return {
+            "query": query,
+            "detected_lang": guess.lang,
+            "script": guess.script,
+            "romanized": guess.romanized,
+            "mode": mode,
+            "total": len(ranked),
+            "offset": offset,
+            "limit": limit,
+            "results": results,
+            "top_confidence": round(top_conf, 4),
+            "no_confident_answer": top_conf < 0.5,
+            "bundle": self.bundle.name,
+            "took_ms": round((time.perf_counter() - t0) * 1000, 2),
+        }
+
+    def _dense_candidates(self, qvec: np.ndarray, p_mask: np.ndarray) -> list[int]:
+        k = self.config.candidates
+        if p_mask.sum() < len(p_mask) * 0.5 or len(p_mask) <= 4 * k:
+            # heavy filtering or a small KB: exact scores over the allowed passages
+            allowed = np.flatnonzero(p_mask)
+            scores = self.vectors[allowed] @ qvec
+            top = allowed[np.argsort(-scores, kind="stable")[: max(k, 1)]]
+            return top.tolist()
+        _s, ids = self.bundle.store.search(qvec, k * 2)
+        return [int(i) for i in ids if p_mask[i]][:k]
+
+    def _top_confidence(self, ranked: list[int], dense: np.ndarray, p_mask: np.ndarray) -> float:
+        if not ranked:
+            return 0.0
+        sel = p_mask & (self.p_group == ranked[0])
+        return self.config.calibration.confidence(float(dense[sel].max())) if sel.any() else 0.0
+
+    def _card(self, g: int, guess: LangGuess, art_mask: np.ndarray, p_mask: np.ndarray, dense: np.ndarray,
+              lex_hits: set[int], query: str, fused: float, f: Filters, mode: str) -> dict | None:
+        versions = {lang: ai for lang, ai in self.group_versions[g].items() if art_mask[ai]}
+        if not versions:
+            return None
+        group_id = self.group_ids[g]
+        source = next((ai for ai in versions.values() if self.articles[ai]["id"] == group_id), None)
+        if guess.lang in versions:
+            ai = versions[guess.lang]
+        elif source is not None:
+            ai = source
+        else:
+            ai = versions.get("en", next(iter(versions.values())))
+        art = self.articles[ai]
+        sel = np.flatnonzero((self.p_article == ai) & p_mask)
+        if len(sel) == 0:
+            return None
+        group_sel = p_mask & (self.p_group == g)
+        best_cos = float(dense[group_sel].max()) if group_sel.any() else -1.0
+        if mode == "lexical":
+            lex_in = [pi for pi in sel if pi in lex_hits]
+            pi = int(lex_in[0]) if lex_in else int(sel[0])
+        else:
+            pi = int(sel[np.argmax(dense[sel])])
+        passage = self.passages[pi]
+        snippet, spans = self._snippet(passage, query, guess)
+        today = f.today or dt.date.today()
+        updated = dt.date.fromisoformat(art["updated"])
+        conf = self.config.calibration.confidence(best_cos) if mode != "lexical" else min(1.0, fused * 30)
+        return {
+            "article_id": art["id"],
+            "group": group_id,
+            "lang": art["lang"],
+            "title": art["title"],
+            "url": f"/articles/{art['id']}?lang={art['lang']}",
+            "topics": art["topics"],
+            "countries": art["countries"],
+            "audience": art["audience"],
+            "updated": art["updated"],
+            "available_langs": sorted(self.group_versions[g]) if f.audience != "public" else
+            sorted(lang for lang, i in self.group_versions[g].items() if self.articles[i]["audience"] == "public"),
+            "passage": {"id": passage["id"], "heading": " › ".join(passage["heading_path"]),
+                        "anchor": passage["anchor"], "text": passage["text"]},
+            "snippet": snippet,
+            "snippet_html": _highlight_html(snippet, spans),
+            "highlights": spans,
+            "score": round(fused, 6),
+            "dense_score": round(best_cos, 4),
+            "confidence": round(conf, 4),
+            "lang_fallback": art["lang"] != guess.lang,
+            "stale": (today - updated).days > self.config.stale_days,
+        }
+
+    # ------------------------------------------------------------------ snippets
+
+    def _snippet(self, passage: dict, query: str, guess: LangGuess) -> tuple[str, list[list[int]]]:
+        text = passage["text"]
+        spans = matching_spans(text, query) if passage["lang"] == guess.lang and not guess.romanized else []
+        if spans:
+            return _window(text, spans, self.config.snippet_words)
+        sentence = self._best_sentence(passage, query)
+        return sentence, []
+
+    def _best_sentence(self, passage: dict, query: str) -> str:
+        """For a cross-lingual hit: the passage sentence closest to the query (sentence vectors cached)."""
+        key = passage["id"]
+        with self._lock:
+            cached = self._sentence_cache.get(key)
+        if cached is None:
+            sentences = [s.strip() for s in SENTENCE_RE.split(passage["text"]) if len(s.strip()) > 3][:12]
+            if not sentences:
+                return passage["text"][:300]
+            vecs = self.encoder.encode_passages(sentences)
+            cached = (sentences, vecs)
+            with self._lock:
+                self._sentence_cache[key] = cached
+                while len(self._sentence_cache) > 4096:
+                    self._sentence_cache.popitem(last=False)
+        sentences, vecs = cached
+        qv = self.encoder.encode_query(query)
+        best = sentences[int(np.argmax(vecs @ qv))]
+        return best if len(best) <= 400 else best[:400].rsplit(" ", 1)[0] + " …"
+
+
+def _window(text: str, spans: list[tuple[int, int]], words: int) -> tuple[str, list[list[int]]]:
+    """About ``words`` words around the first highlighted span; spans re-based to the window."""
+    first = spans[0][0]
+    start = text.rfind("\n", 0, first) + 1
+    tokens = list(regex.finditer(r"\S+", text[start:]))
+    before = [t for t in tokens if t.start() + start < first]
+    lead = before[-8:] if len(before) > 8 else before
+    s = start + (lead[0].start() if lead else 0)
+    end_tokens = [t for t in tokens if t.start() + start >= s][:words]
+    e = start + end_tokens[-1].end() if end_tokens else len(text)
+    prefix = "… " if s > 0 else ""
+    suffix = " …" if e < len(text) else ""
+    snippet = prefix + text[s:e] + suffix
+    shift = len(prefix) - s
+    out = [[a + shift, b + shift] for a, b in spans if a >= s and b <= e]
+    return snippet, out
+
+
+def _highlight_html(text: str, spans: list[list[int]]) -> str:
+    """Escaped text with <mark> around spans: safe to insert into a page."""
+    parts, pos = [], 0
+    for a, b in spans:
+        if a < pos:
+            continue
+        parts.append(html.escape(text[pos:a]))
+        parts.append("<mark>" + html.escape(text[a:b]) + "</mark>")
+        pos = b
+    parts.append(html.escape(text[pos:]))
+    return "".join(parts)
