@@ -151,8 +151,9 @@ def parse_file(path: Path, display: str) -> tuple[Article | None, list[Problem]]
     except ValueError:
         bad(1, "front matter is not closed: add a '---' line after it")
         return None, probs
-    fm_offset = 1  # line of the opening '---'; YAML line 0 is file line 2
-    body_line = fm_text.count("\n") + 4 if fm_text else 3
+    # file line of YAML line 0 and of the body's first line (the handler may trim surrounding newlines)
+    fm_offset = text[: max(text.find(fm_text), 0)].count("\n") if fm_text else 1
+    body_line = text[: text.rfind(body)].count("\n") + 1 if body else text.count("\n") + 1
     try:
         node = yaml.compose(fm_text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:

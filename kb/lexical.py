@@ -56,7 +56,8 @@ def query_terms(text: str) -> list[str]:
         if tok in STOPWORDS or len(tok) < 2:
             continue
         base = stem(tok)
-        term = f'"{base}"*' if len(base) >= 3 else f'"{tok}"'
+        # Ethiopic and Indic letters carry a syllable each: two of them already make a useful prefix
+        term = f'"{base}"*' if len(base) >= 3 or (len(base) == 2 and not base.isascii()) else f'"{tok}"'
         if term not in terms:
             terms.append(term)
     return terms[:64]

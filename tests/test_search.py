@@ -1,0 +1,146 @@
+"""Retrieval with the real model: cross-lingual smoke test, tokenisation, language, filters, answers."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from kb.embedder import HashEncoder
+from kb.index import Bundle, build
+from kb.langs import detect
+from kb.lexical import LexicalIndex, matching_spans, normalize, tokenize
+from kb.search import Filters, Searcher
+
+
+@pytest.mark.parametrize("lang, word, inflected", [
+    ("ml", "പാഴ്സൽ", "പാഴ്സലിന്റെ"),      # chillu letter vs consonant + virama
+    ("ta", "பார்சல்", "பார்சலை"),
+    ("bn", "পার্সেল", "পার্সেলের"),
+    ("am", "እቃ", "እቃዎች"),
+    ("hi", "पार्सल", "पार्सलों"),
+])
+def test_indic_and_ethiopic_words_match_themselves_and_inflections(tmp_path, lang, word, inflected):
+    texts = [f"{word} one", f"{inflected} two", "unrelated text"]
+    LexicalIndex.build(tmp_path / "lex.sqlite", texts)
+    lex = LexicalIndex(tmp_path / "lex.sqlite")
+    hits = {i for i, _s in lex.search(word)}
+    assert hits == {0, 1}, (lang, hits)
+    assert matching_spans(f"see {inflected} here", word)
+
+
+def test_normalisation_is_consistent():
+    # old-style chillu (n + virama + ZWJ) and atomic chillu tokenise identically; ZWNJ is dropped
+    assert tokenize("അവന\u0d4d\u200d") == tokenize("അവ\u0d7b") == [normalize("അവന\u0d4d")]
+    assert tokenize("क्\u200dष") == tokenize("क्ष")
+    assert tokenize("Café ½") == ["café", "½"] or tokenize("Café ½")[0] == "café"
+
+
+@pytest.mark.parametrize("text, lang, romanized", [
+    ("my parcel is stuck in customs", "en", False),
+    ("എന്റെ പാഴ്സൽ എവിടെ?", "ml", False),
+    ("আমার পার্সেল কোথায়?", "bn", False),
+    ("என் பார்சல் எங்கே?", "ta", False),
+    ("እቃዬ የት ነው?", "am", False),
+    ("मेरा पार्सल कहाँ है?", "hi", False),
+    ("mera parcel kab aayega", "hi", True),
+    ("amar parcel kobe asbe", "bn", True),
+    ("ente parcel evide ethi", "ml", True),
+    ("en parcel enga irukku", "ta", True),
+    ("HS code എന്താണ്", "ml", False),
+])
+def test_language_detection(text, lang, romanized):
+    g = detect(text)
+    assert (g.lang, g.romanized) == (lang, romanized)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("query", [
+    "লিথিয়াম ব্যাটারি বিমানে পাঠানো যায়?",          # bn
+    "லித்தியம் பேட்டரியை விமானத்தில் அனுப்பலாமா?",     # ta
+    "ലിഥിയം ബാറ്ററി വിമാനത്തിൽ അയക്കാമോ?",              # ml
+    "የሊቲየም ባትሪ በአውሮፕላን መላክ ይቻላል?",               # am
+    "क्या लिथियम बैटरी हवाई जहाज़ से भेज सकते हैं?",     # hi
+])
+def test_cross_lingual_smoke(tmp_path, st_encoder, query):
+    """English-only fixture passages; a question in each language ranks the matching passage first."""
+    d = tmp_path / "articles" / "shipping-rules"
+    d.mkdir(parents=True)
+    topics = {
+        "batteries": "Lithium batteries on aircraft: power banks and spare lithium batteries must travel in hand "
+                     "luggage rules; we ship them only inside equipment, up to 100 Wh per battery.",
+        "perfume": "Perfume and cologne contain alcohol and are flammable liquids; ship up to 100 ml per bottle.",
+        "invoice": "A commercial invoice lists the seller, buyer, goods, HS codes and values for customs.",
+        "volumetric": "Volumetric weight is length times width times height divided by 5000.",
+    }
+    for slug, text in topics.items():
+        (d / f"{slug}.en.md").write_text(
+            f"---\nid: {slug}\ntitle: \"{slug}\"\nlang: en\ntopics: [shipping-rules]\ncountries: [\"*\"]\n"
+            f"audience: public\nupdated: 2026-11-01\n---\n## About\n\n{text}\n")
+    build(tmp_path / "articles", tmp_path / "index", st_encoder)
+    s = Searcher(Bundle.open(tmp_path / "index"), st_encoder)
+    res = s.search(query, limit=4)
+    assert res["results"][0]["article_id"] == "batteries"
+    assert res["results"][0]["lang_fallback"] is True
+
+
+def _tiny(tmp_path, extra_front: dict[str, str]) -> Searcher:
+    d = tmp_path / "articles" / "customs"
+    d.mkdir(parents=True)
+    base = "---\nid: {id}\ntitle: \"{title}\"\nlang: {lang}\ntopics: [{topic}]\ncountries: [{c}]\naudience: {aud}\n" \
+           "updated: {upd}\n{extra}---\n## Body\n\n{body}\n"
+    rows = [
+        dict(id="hold-guide", title="Customs hold guide", lang="en", topic="customs", c='"*"', aud="public",
+             upd="2026-11-01", extra="", body="customs hold release documents"),
+        dict(id="hold-guide-ta", title="சுங்க நிறுத்தம்", lang="ta", topic="customs", c='"*"', aud="public",
+             upd="2026-11-01", extra="translation_of: hold-guide\n", body="சுங்க நிறுத்தம் ஆவணங்கள்"),
+        dict(id="broker-steps", title="Broker steps", lang="en", topic="customs", c='"*"', aud="internal",
+             upd="2026-11-01", extra="", body="customs hold broker internal steps"),
+        dict(id="india-rules", title="India customs hold", lang="en", topic="customs", c="IN", aud="public",
+             upd="2020-01-01", extra="", body="customs hold india kyc"),
+        dict(id="old-rule", title="Old customs hold rule", lang="en", topic="customs", c='"*"', aud="public",
+             upd="2026-11-01", extra="expires: 2026-01-31\n", body="customs hold expired rule"),
+    ]
+    for r in rows:
+        (d / f"{r['id']}.{r['lang']}.md").write_text(base.format(**r, **extra_front))
+    enc = HashEncoder()
+    build(tmp_path / "articles", tmp_path / "index", enc)
+    return Searcher(Bundle.open(tmp_path / "index"), enc)
+
+
+def test_filters_grouping_and_fallback(tmp_path):
+    s = _tiny(tmp_path, {})
+    today = dt.date(2026, 11, 25)
+    pub = s.search("customs hold", Filters(today=today), limit=10)
+    ids = [r["article_id"] for r in pub["results"]]
+    assert "broker-steps" not in ids and "old-rule" not in ids          # audience, expiry
+    assert len([r for r in pub["results"] if r["group"] == "hold-guide"]) == 1   # one card per group
+    agent = s.search("customs hold", Filters(audience="internal", today=today), limit=10)
+    assert "broker-steps" in [r["article_id"] for r in agent["results"]]
+    us = s.search("customs hold", Filters(countries=["US"], today=today), limit=10)
+    assert "india-rules" not in [r["article_id"] for r in us["results"]]    # IN-only article filtered
+    india = s.search("customs hold", Filters(countries=["IN"], today=today), limit=10)
+    assert "india-rules" in [r["article_id"] for r in india["results"]]
+    assert next(r for r in india["results"] if r["article_id"] == "india-rules")["stale"] is True
+    ta = s.search("சுங்க நிறுத்தம்", Filters(today=today), limit=10)
+    card = next(r for r in ta["results"] if r["group"] == "hold-guide")
+    assert card["article_id"] == "hold-guide-ta" and card["lang_fallback"] is False
+    assert "<mark>" in card["snippet_html"]
+    page = s.search("customs hold", Filters(today=today), limit=1, offset=1)
+    assert page["results"] and page["results"][0]["group"] != pub["results"][0]["group"]
+
+
+def test_snippet_html_is_escaped(tmp_path):
+    s = _tiny(tmp_path, {})
+    res = s.search("<script>alert(1)</script> customs", Filters(), limit=3)
+    for r in res["results"]:
+        assert "<script>" not in r["snippet_html"]
+
+
+@pytest.mark.slow
+def test_no_answer_and_confident_answer_on_real_kb(searcher):
+    good = searcher.search("how do I ship a phone with a lithium battery", Filters())
+    assert good["results"][0]["group"] in {"lithium-batteries", "shipping-electronics-and-phones"}
+    assert not good["no_confident_answer"]
+    bad = searcher.search("who won the cricket match yesterday", Filters())
+    assert bad["no_confident_answer"]
