@@ -46,7 +46,8 @@ TABLES = ("searches", "clicks", "feedback", "assist", "contacts")
 REPORTS = ("summary", "per_day", "top_queries", "gaps", "helpfulness", "translation")
 JSON_COLUMNS = ("filters", "result_ids", "entities", "suggestions", "used")
 BOOL_COLUMNS = ("no_confident_answer", "zero_results", "lang_fallback_only", "helpful")
-MAX_TEXT = 2000  # longer free text is cut before storage: a search box is not a document store
+MAX_TEXT = 2000  # stored free text is cut to this: a search box is not a document store
+MAX_REDACT = 20_000  # and anything past this is not even read (bounded redaction time)
 MAX_ID = 200
 
 Embed = Callable[[list[str]], np.ndarray]
@@ -92,8 +93,9 @@ def _bounds(since: Day, until: Day) -> tuple[str, str]:
     return start, end
 
 
-def _clip(text: str | None, limit: int = MAX_TEXT) -> str | None:
-    return None if text is None else str(text)[:limit]
+def _scrub(text: Any) -> str:
+    """Redacted, then cut to MAX_TEXT: cutting first could split a phone number and leave half of it."""
+    return redact(str(text or "")[:MAX_REDACT])[:MAX_TEXT]
 
 
 def _ident(value: Any, what: str, required: bool = False) -> str | None:
@@ -111,7 +113,7 @@ def _ident(value: Any, what: str, required: bool = False) -> str | None:
 def _redact_json(value: Any) -> Any:
     """Every string inside a JSON-able value redacted (dict keys are ours, values may be the customer's)."""
     if isinstance(value, str):
-        return redact(_clip(value) or "")
+        return _scrub(value)
     if isinstance(value, dict):
         return {str(k): _redact_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -120,7 +122,7 @@ def _redact_json(value: Any) -> Any:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    return redact(_clip(str(value)) or "")
+    return _scrub(value)
 
 
 def _dumps(value: Any) -> str:
@@ -128,15 +130,19 @@ def _dumps(value: Any) -> str:
 
 
 _PLACEHOLDER = regex.compile(r"\[(email|phone|tracking|card|aadhaar|pan|gstin|eori|ein|ssn|id)\]")
-_EDGE_PUNCT = regex.compile(r"^[\p{P}\p{S}\s]+|[\p{P}\p{S}\s]+$")
+_EDGE_PUNCT = regex.compile(r"^[[\p{P}\p{S}\s]--[\[\]]]+|[[\p{P}\p{S}\s]--[\[\]]]+$", regex.VERSION1)
 
 
 def normalize_query(text: str) -> str:
-    """Grouping key for queries: NFKC, case-folded, one space, no edge punctuation; placeholders stay upper."""
+    """Grouping key for queries: NFKC, case-folded, single spaces, no edge punctuation; placeholders kept."""
     t = unicodedata.normalize("NFKC", text or "").casefold()
     t = " ".join(t.split())
-    t = _EDGE_PUNCT.sub("", t) if not _PLACEHOLDER.fullmatch(t) else t
+    t = _EDGE_PUNCT.sub("", t)  # brackets stay: they belong to placeholders
     return _PLACEHOLDER.sub(lambda m: f"[{m.group(1).upper()}]", t)
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(float(value)) else float(value)
 
 
 def _rate(num: int, den: int) -> float | None:
@@ -146,7 +152,9 @@ def _rate(num: int, den: int) -> float | None:
 def search_event_fields(result: dict) -> dict:
     """``record_search`` keyword arguments from a :meth:`kb.search.Searcher.search` result dict.
 
-    Usage: ``store.record_search(query, channel="api", session_id=sid, filters=f, **search_event_fields(res))``.
+    Usage::
+
+        store.record_search(query, channel="api", session_id=sid, filters=f, **search_event_fields(res))
     """
     results = result.get("results") or []
     return {
@@ -163,7 +171,8 @@ def search_event_fields(result: dict) -> dict:
 # --------------------------------------------------------------------------- clustering
 
 
-def cluster_vectors(vectors: np.ndarray, threshold: float = 0.85, order: Sequence[int] | None = None) -> list[int]:
+def cluster_vectors(vectors: np.ndarray, threshold: float = 0.85,
+                    order: Sequence[int] | None = None) -> list[int]:
     """Greedy centroid clustering of L2-normalised rows: each row (in ``order``) joins the most similar
     cluster if the cosine to its normalised centroid is >= ``threshold``, else starts one. Returns labels."""
     n = len(vectors)
@@ -212,6 +221,10 @@ class AnalyticsStore(ABC):
     ``lang`` restricts to searches detected in that language (clicks, feedback and contact clicks follow
     their search's language, so feedback not tied to a search is left out when ``lang`` is given).
     Every report returns JSON-ready dicts/lists; rates are floats in [0, 1] or None when undefined.
+
+    Writes raise ValueError on bad input (endpoints answer 400) and, for SQLite, sqlite3.OperationalError
+    if the file stayed locked past the busy timeout (answer 503). Their ``ts`` argument is for imports and
+    tests; leave it out and the event is stamped now (UTC).
     """
 
     # ------------------------------------------------------------------ primitives (backend)
@@ -231,7 +244,8 @@ class AnalyticsStore(ABC):
     @abstractmethod
     def _select(self, table: str, start: str, end: str, lang: str | None) -> list[dict]:
         """Rows with start <= ts < end. For clicks, feedback and contacts each row carries
-        ``search_lang`` (their search's language, or None); ``lang`` filters on that / on ``searches.lang``."""
+        ``search_lang`` (their search's language, or None); ``lang`` filters on that (on ``lang`` for
+        searches)."""
 
     @abstractmethod
     def _select_clicks_of_searches(self, start: str, end: str, lang: str | None) -> list[dict]:
@@ -262,11 +276,10 @@ class AnalyticsStore(ABC):
         if channel not in CHANNELS:
             raise ValueError(f"channel must be one of {', '.join(CHANNELS)}, not {channel!r}")
         ids = [_ident(r, "result id", required=True) for r in result_ids]
-        conf = None if top_confidence is None or not math.isfinite(float(top_confidence)) else float(top_confidence)
-        lat = None if latency_ms is None or not math.isfinite(float(latency_ms)) else float(latency_ms)
+        conf, lat = _finite(top_confidence), _finite(latency_ms)
         row = {
             "id": str(uuid.uuid4()), "ts": _utc_ts(ts), "channel": channel,
-            "session_id": _ident(session_id, "session_id"), "query_redacted": redact(_clip(query) or ""),
+            "session_id": _ident(session_id, "session_id"), "query_redacted": _scrub(query),
             "lang": _ident(lang, "lang"), "filters": _dumps(_redact_json(filters or {})),
             "result_ids": _dumps(ids), "top_confidence": conf,
             "no_confident_answer": int(bool(no_confident_answer)),
@@ -276,8 +289,8 @@ class AnalyticsStore(ABC):
         self._insert("searches", row)
         return row["id"]
 
-    def record_click(self, search_id: str | None, article_id: str, rank: int, *, session_id: str | None = None,
-                     ts: dt.datetime | None = None) -> str:
+    def record_click(self, search_id: str | None, article_id: str, rank: int, *,
+                     session_id: str | None = None, ts: dt.datetime | None = None) -> str:
         """Log a click on a result; ``rank`` is 1-based (1 = top card). Returns the click id."""
         rank = int(rank)
         if rank < 1:
@@ -292,10 +305,9 @@ class AnalyticsStore(ABC):
                         comment: str | None = None, session_id: str | None = None,
                         ts: dt.datetime | None = None) -> str:
         """Log "was this helpful?" for an article (comment redacted here). Returns the feedback id."""
-        comment = _clip(comment)
         row = {"id": str(uuid.uuid4()), "ts": _utc_ts(ts), "search_id": _ident(search_id, "search_id"),
                "article_id": _ident(article_id, "article_id", required=True), "helpful": int(bool(helpful)),
-               "comment_redacted": redact(comment) if comment else None,
+               "comment_redacted": _scrub(comment) if comment else None,
                "session_id": _ident(session_id, "session_id")}
         self._insert("feedback", row)
         return row["id"]
@@ -309,7 +321,7 @@ class AnalyticsStore(ABC):
         """
         row = {"id": str(uuid.uuid4()), "ts": _utc_ts(ts), "entities": _dumps(_redact_json(entities or {})),
                "suggestions": _dumps(_redact_json(list(suggestions or []))), "used": _dumps([]),
-               "text_redacted": redact(_clip(text) or "")}
+               "text_redacted": _scrub(text)}
         self._insert("assist", row)
         return row["id"]
 
@@ -327,7 +339,7 @@ class AnalyticsStore(ABC):
         return row["id"]
 
     def purge(self, older_than_days: int, now: dt.datetime | None = None) -> dict[str, int]:
-        """Retention: delete every event older than ``older_than_days`` days; returns rows deleted per table."""
+        """Retention: delete events older than ``older_than_days`` days; returns {table: rows deleted}."""
         if int(older_than_days) < 0:
             raise ValueError("older_than_days must be >= 0")
         now = now or dt.datetime.now(dt.UTC)
@@ -357,15 +369,17 @@ class AnalyticsStore(ABC):
         ``searches``; ``per_language`` {lang: count}; ``zero_result_rate`` and ``no_confident_answer_rate``
         (share of searches); ``ctr_at_1`` / ``ctr_at_3`` (share of searches with a click at rank <= 1 / <= 3);
         ``feedback``, ``helpful_yes``, ``helpfulness_rate`` (yes / all feedback); ``sessions`` (distinct
-        session ids with an event; with ``lang``: with a search in it), ``contacts`` (contact clicks) and
-        ``deflection_rate``: share of sessions whose last feedback-or-contact event is helpful:yes, or
-        that searched and never clicked "contact support".
+        session ids with an event; with ``lang``: with a search in it), ``contacts`` (contact clicks; with
+        ``lang``: those of the sessions counted) and ``deflection_rate``: share of sessions whose last
+        feedback-or-contact event is helpful:yes, or that searched and never clicked "contact support".
         """
         searches = self._rows("searches", since, until, lang)
         start, end = _bounds(since, until)
         clicks = self._select_clicks_of_searches(start, end, lang)
         feedback = self._rows("feedback", since, until, lang)
-        contacts = self._rows("contacts", since, until, lang)
+        # Sessions are judged on all their feedback and contact clicks: most contact clicks cite no search.
+        fb_all = self._rows("feedback", since, until, None) if lang else feedback
+        contacts = self._rows("contacts", since, until, None)
         n = len(searches)
         best_rank: dict[str, int] = {}
         for c in clicks:
@@ -375,19 +389,19 @@ class AnalyticsStore(ABC):
 
         searched = {s["session_id"] for s in searches if s["session_id"]}
         sessions = set(searched) if lang else searched | {
-            e["session_id"] for e in feedback + contacts if e["session_id"]}
-        ends: dict[str, tuple[str, bool]] = {}  # session -> (ts, is helpful:yes) of its last closing event
-        contacted: set[str] = set()
-        for f in feedback:
-            if f["session_id"] in sessions and (f["session_id"] not in ends or f["ts"] >= ends[f["session_id"]][0]):
-                ends[f["session_id"]] = (f["ts"], bool(f["helpful"]))
-        for c in contacts:
-            sid = c["session_id"]
+            e["session_id"] for e in fb_all + contacts if e["session_id"]}
+        if lang:
+            contacts = [c for c in contacts if c["session_id"] in sessions]
+        # Each session's last closing event: (ts, is helpful:yes); on a tie the contact click wins.
+        last: dict[str, tuple[str, bool]] = {}
+        closing = [(f["ts"], 1, f["session_id"], bool(f["helpful"])) for f in fb_all]
+        closing += [(c["ts"], 2, c["session_id"], False) for c in contacts]
+        for ts, _order, sid, yes_vote in sorted(closing, key=lambda e: e[:2]):
             if sid in sessions:
-                contacted.add(sid)
-                if sid not in ends or c["ts"] >= ends[sid][0]:
-                    ends[sid] = (c["ts"], False)
-        deflected = sum(1 for s in sessions if (s in ends and ends[s][1]) or (s in searched and s not in contacted))
+                last[sid] = (ts, yes_vote)
+        contacted = {c["session_id"] for c in contacts}
+        deflected = sum(1 for sid in sessions
+                        if (sid in last and last[sid][1]) or (sid in searched and sid not in contacted))
         return {
             "since": str(parse_day(since) or ""), "until": str(parse_day(until) or ""), "lang": lang,
             "searches": n,
@@ -608,13 +622,14 @@ class SQLiteStore(AnalyticsStore):
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, committed (durably: synchronous=FULL) when the block exits."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN IMMEDIATE")  # waits up to busy_timeout, then sqlite3.OperationalError
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     def close(self) -> None:
         """Close every connection this store opened in this process."""
@@ -622,6 +637,8 @@ class SQLiteStore(AnalyticsStore):
             if os.getpid() == self._pid:
                 for _t, c in self._conns:
                     c.close()
+            else:
+                _FORK_ORPHANS.extend(c for _t, c in self._conns)
             self._conns = []
             self._local = threading.local()
 
@@ -645,8 +662,8 @@ class SQLiteStore(AnalyticsStore):
             c.execute("""CREATE TABLE IF NOT EXISTS schema_version (
                 component TEXT NOT NULL, version INTEGER NOT NULL, applied_at TEXT NOT NULL,
                 PRIMARY KEY (component, version))""")
-            current = int(c.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version WHERE component = ?",
-                                    (SCHEMA_COMPONENT,)).fetchone()[0])
+            current = int(c.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version "
+                                    "WHERE component = ?", (SCHEMA_COMPONENT,)).fetchone()[0])
             if current > target:
                 raise AnalyticsError(f"{self.path}: analytics schema v{current} is newer than this code "
                                      f"(v{target}); upgrade kb")
@@ -683,13 +700,12 @@ class SQLiteStore(AnalyticsStore):
                 sql += " AND lang = ?"
                 args.append(lang)
         else:
-            sql = (f"SELECT t.*, s.lang AS search_lang FROM {table} t LEFT JOIN searches s ON s.id = t.search_id "
-                   "WHERE t.ts >= ? AND t.ts < ?")
+            sql = (f"SELECT t.*, s.lang AS search_lang FROM {table} t "
+                   "LEFT JOIN searches s ON s.id = t.search_id WHERE t.ts >= ? AND t.ts < ?")
             if lang:
                 sql += " AND s.lang = ?"
                 args.append(lang)
-        return [dict(r) for r in self._conn().execute(sql + " ORDER BY ts, id" if table in ("searches", "assist")
-                                                      else sql + " ORDER BY t.ts, t.id", args)]
+        return [dict(r) for r in self._conn().execute(sql, args)]
 
     def _select_clicks_of_searches(self, start: str, end: str, lang: str | None) -> list[dict]:
         sql = ("SELECT c.*, s.lang AS search_lang FROM clicks c JOIN searches s ON s.id = c.search_id "
@@ -770,7 +786,8 @@ def _summary_text(s: dict) -> str:
         return "-" if v is None else f"{100 * v:.1f}%"
 
     out = [
-        f"period          {s['since'] or '…'} .. {s['until'] or '…'}" + (f"   lang {s['lang']}" if s["lang"] else ""),
+        f"period          {s['since'] or '…'} .. {s['until'] or '…'}"
+        + (f"   lang {s['lang']}" if s["lang"] else ""),
         f"searches        {s['searches']}",
         f"zero results    {pct(s['zero_result_rate'])}",
         f"no confident    {pct(s['no_confident_answer_rate'])}",
@@ -797,6 +814,26 @@ def _default_range(since: str | None, until: str | None) -> tuple[dt.date, dt.da
     if s > u:
         raise ValueError(f"--since {s} is after --until {u}")
     return s, u
+
+
+def run_report(store: AnalyticsStore, report: str, since: Day = None, until: Day = None, lang: str | None = None,
+               embed: Embed | None = None) -> Any:
+    """One report by name (REPORTS), JSON-ready; the HTTP API and `kb stats` share it."""
+    if report == "summary":
+        return store.summary(since, until, lang)
+    if report == "per_day":
+        return store.searches_per_day(since, until, lang)
+    if report == "top_queries":
+        return store.top_queries(since, until, lang)
+    if report == "gaps":
+        if embed is None:
+            raise ValueError("the gaps report needs an embedding function")
+        return store.content_gaps(embed, since, until, lang)
+    if report == "helpfulness":
+        return store.helpfulness(since, until, lang)
+    if report == "translation":
+        return store.translation_candidates(since, until, lang)
+    raise ValueError(f"unknown report {report!r}: choose from {', '.join(REPORTS)}")
 
 
 def stats_command(args: Any) -> int:
@@ -871,6 +908,7 @@ def stats_command(args: Any) -> int:
     elif fmt == "csv":
         print(to_csv(rows), end="")
     else:
-        print(f"{report}: {since} .. {until}" + (f"  lang {lang}" if lang else "") if report != "summary" else "")
+        if report != "summary":
+            print(f"{report}: {since} .. {until}" + (f"   lang {lang}" if lang else "") + "\n")
         print(text)
     return 0

@@ -92,12 +92,12 @@ def set_bundle(docs: list[dict], encoder: Encoder, workdir: Path, cache_path: Pa
         passages.append(p)
     cache = EmbeddingCache(cache_path) if cache_path else None
     try:
-        vectors, _c, _r = embed_passages(passages, encoder, cache, progress=sys.stderr.isatty())
+        vectors, headings, _c, _r = embed_passages(passages, encoder, cache, progress=sys.stderr.isatty())
     finally:
         if cache:
             cache.close()
     workdir.mkdir(parents=True, exist_ok=True)
-    write_bundle(workdir, articles, passages, vectors, encoder)
+    write_bundle(workdir, articles, passages, vectors, headings, encoder)
     bundle = Bundle.open(workdir.parent, model_checksum=encoder.checksum, name=workdir.name)
     for p in bundle.passages:  # lexical gate compares detected languages: set labels are opaque
         p["lex_lang"] = detect(p["text"][:300]).lang
@@ -160,7 +160,8 @@ def run_eval(args: argparse.Namespace) -> int:
             if mode == "raw":
                 ranked, flagged = _raw_rank(searcher, qvecs[i], f.passage_mask), False
             else:
-                res = searcher.search(q["text"], f, limit=10, mode=mode, qvec=None if qvecs is None else qvecs[i])
+                res = searcher.search(q["text"], f, limit=10, mode=mode, qvec=None if qvecs is None else qvecs[i],
+                                      snippets=False)
                 ranked, flagged = [r["group"] for r in res["results"]], res["no_confident_answer"]
                 per_query.setdefault(q["id"], []).append((mode, res["top_confidence"]))
             rows.append({"lang": q.get("lang", "und"), "metrics": score_query(ranked, rels) if rels else None,
@@ -189,7 +190,7 @@ def calibrate(searcher: Searcher, queries: list[dict], qrels: dict, qvecs: np.nd
 
     pos, neg = [], []
     for i, q in enumerate(queries):
-        res = searcher.search(q["text"], Filters(audience="internal"), limit=1, qvec=qvecs[i])
+        res = searcher.search(q["text"], Filters(audience="internal"), limit=1, qvec=qvecs[i], snippets=False)
         cos = res["results"][0]["dense_score"] if res["results"] else 0.0
         (pos if qrels.get(q["id"]) else neg).append(cos)
     if not neg or not pos:

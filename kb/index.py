@@ -23,12 +23,12 @@ import numpy as np
 
 from .ann import VectorStore, create_store
 from .articles import Article, load_articles
-from .embedder import Encoder
+from .embedder import QUERY_PREFIX, Encoder
 from .lexical import LexicalIndex
 from .passages import Passage, split_article
 
-FORMAT_VERSION = 1
-FILES = ("vectors.faiss", "passages.jsonl", "articles.json", "lexical.sqlite")
+FORMAT_VERSION = 2
+FILES = ("vectors.faiss", "headings.npy", "passages.jsonl", "articles.json", "lexical.sqlite")
 KEEP_BUNDLES = 3
 
 
@@ -94,45 +94,72 @@ class EmbeddingCache:
         self.conn.close()
 
 
-def embed_passages(passages: list[Passage], encoder: Encoder, cache: EmbeddingCache | None,
-                   progress: bool = False, batch: int = 128) -> tuple[np.ndarray, int, int]:
-    """Vectors for the passages, from the cache where possible. Returns (vectors, computed, reused)."""
-    hashes = [p.text_hash for p in passages]
+def embed_texts(texts: list[str], encoder: Encoder, cache: EmbeddingCache | None, as_query: bool = False,
+                progress: bool = False, batch: int = 128, desc: str = "embedding") -> tuple[np.ndarray, int, int]:
+    """Vectors for texts, from the cache where possible. Returns (vectors, computed, reused).
+
+    The cache key covers the prefix the text is embedded with, so query- and passage-style vectors of the
+    same text never mix.
+    """
+    marker = QUERY_PREFIX if as_query else ""  # passage keys predate the marker: keep them valid
+    hashes = [hashlib.sha256((marker + t).encode()).hexdigest() for t in texts]
     known = cache.get_many(encoder.checksum, list(set(hashes))) if cache else {}
-    todo = [i for i, h in enumerate(hashes) if h not in known]
-    seen_todo: dict[str, int] = {}
-    unique = []
-    for i in todo:
-        if hashes[i] not in seen_todo:
-            seen_todo[hashes[i]] = len(unique)
+    unique: list[int] = []
+    pending: set[str] = set()
+    for i, h in enumerate(hashes):
+        if h not in known and h not in pending:
+            pending.add(h)
             unique.append(i)
     if unique:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(unique), desc="embedding", unit="passage", disable=not progress)
+        encode = encoder.encode_queries if as_query else encoder.encode_passages
+        bar = tqdm(total=len(unique), desc=desc, unit="text", disable=not progress)
         new: list[tuple[str, np.ndarray]] = []
         for s in range(0, len(unique), batch):
             idx = unique[s : s + batch]
-            vecs = encoder.encode_passages([passages[i].embed_text for i in idx])
+            vecs = encode([texts[i] for i in idx])
             new.extend((hashes[i], v) for i, v in zip(idx, vecs, strict=True))
             bar.update(len(idx))
         bar.close()
         if cache:
             cache.put_many(encoder.checksum, new)
         known.update(new)
-    out = np.zeros((len(passages), encoder.dim), dtype=np.float32)
+    out = np.zeros((len(texts), encoder.dim), dtype=np.float32)
     for i, h in enumerate(hashes):
         out[i] = known[h]
-    return out, len(unique), len(passages) - len(unique)
+    return out, len(unique), len(texts) - len(unique)
+
+
+def embed_passages(passages: list[Passage], encoder: Encoder, cache: EmbeddingCache | None,
+                   progress: bool = False) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """(passage vectors, heading vectors, computed, reused).
+
+    Heading vectors embed "title — heading path" as a query (e5's `query:` on both sides matches short or
+    conversational text better); a passage without title or heading gets a zero vector and search then
+    uses its passage vector alone.
+    """
+    vectors, c1, r1 = embed_texts([p.embed_text for p in passages], encoder, cache, progress=progress,
+                                  desc="passages")
+    heads = [p.heading_text for p in passages]
+    idx = [i for i, h in enumerate(heads) if h]
+    hv, c2, r2 = embed_texts([heads[i] for i in idx], encoder, cache, as_query=True, progress=progress,
+                             desc="headings")
+    headings = np.zeros_like(vectors)
+    if idx:
+        headings[idx] = hv
+    return vectors, headings, c1 + c2, r1 + r2
 
 
 def write_bundle(directory: Path, articles: list[Article], passages: list[Passage], vectors: np.ndarray,
-                 encoder: Encoder, store_kind: str = "flat", extra: dict | None = None) -> dict:
+                 headings: np.ndarray, encoder: Encoder, store_kind: str = "flat", extra: dict | None = None) -> dict:
     """Write the bundle files into an existing empty directory and return its manifest."""
     store = create_store(store_kind, encoder.dim)
     if len(passages):
         store.add(vectors)
     store.save(directory)
+    with open(directory / "headings.npy", "wb") as f:
+        np.save(f, np.ascontiguousarray(headings, dtype=np.float32))
     with open(directory / "passages.jsonl", "w", encoding="utf-8") as f:
         for p in passages:
             f.write(json.dumps(p.to_dict(), ensure_ascii=False) + "\n")
@@ -173,13 +200,13 @@ def build(articles_dir: Path, index_dir: Path, encoder: Encoder, store_kind: str
     passages = [p for a in articles for p in split_article(a)]
     cache = EmbeddingCache(index_dir / "embcache.sqlite")
     try:
-        vectors, computed, reused = embed_passages(passages, encoder, cache, progress=progress)
+        vectors, headings, computed, reused = embed_passages(passages, encoder, cache, progress=progress)
     finally:
         cache.close()
     name = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.getpid()}-{int(time.time() * 1e6) % 1000000:06d}"
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=bundles))
     try:
-        manifest = write_bundle(tmp, articles, passages, vectors, encoder, store_kind,
+        manifest = write_bundle(tmp, articles, passages, vectors, headings, encoder, store_kind,
                                 extra={"build_seconds": round(time.perf_counter() - t0, 3)})
         os.rename(tmp, bundles / name)
         _fsync_dir(bundles)
@@ -232,6 +259,7 @@ class Bundle:
     articles: list[dict]
     store: VectorStore
     lexical: LexicalIndex
+    headings: np.ndarray
 
     @classmethod
     def open(cls, index_dir: Path, model_checksum: str | None = None, name: str | None = None) -> Bundle:
@@ -266,4 +294,7 @@ class Bundle:
         articles = json.loads((path / "articles.json").read_text(encoding="utf-8"))
         if store.count != len(passages):
             raise BundleError(f"{path}: {store.count} vectors but {len(passages)} passages")
-        return cls(name, path, manifest, passages, articles, store, LexicalIndex(path / "lexical.sqlite"))
+        headings = np.load(path / "headings.npy")
+        if headings.shape != (len(passages), manifest["dim"]):
+            raise BundleError(f"{path}: headings.npy has shape {headings.shape}, expected {(len(passages), manifest['dim'])}")
+        return cls(name, path, manifest, passages, articles, store, LexicalIndex(path / "lexical.sqlite"), headings)

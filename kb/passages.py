@@ -6,7 +6,6 @@ article title and heading path, so a short section still says what it is about.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import re
 from dataclasses import asdict, dataclass
@@ -41,8 +40,10 @@ class Passage:
         return f"{self.title} — {head}\n{self.text}" if head else f"{self.title}\n{self.text}"
 
     @property
-    def text_hash(self) -> str:
-        return hashlib.sha256(self.embed_text.encode()).hexdigest()
+    def heading_text(self) -> str:
+        """What the passage is about, in a few words: title and heading path."""
+        head = " > ".join(self.heading_path)
+        return f"{self.title} — {head}" if head and self.title else (self.title or head)
 
     def to_dict(self) -> dict:
         return asdict(self)

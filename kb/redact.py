@@ -83,7 +83,8 @@ def _verhoeff_ok(digits: str) -> bool:
     return c == 0
 
 
-_AADHAAR_WORDS = regex.compile(r"aadhaa?r|uidai|(?<![A-Za-z])UID(?![A-Za-z])|आधार|ஆதார்|ആധാർ|আধার", regex.IGNORECASE)
+_AADHAAR_WORDS = regex.compile(r"aadhaa?r|uidai|(?<![A-Za-z])UID(?![A-Za-z])|आधार|ஆதார்|ആധാർ|আধার",
+                               regex.IGNORECASE)
 
 
 def _twelve_digits(m: regex.Match) -> str:
@@ -119,8 +120,9 @@ _RULES: list[tuple[str, str, str | Callable[[regex.Match], str]]] = [
     ("ein", _L + r"\d{2}-\d{7}" + _R, "[EIN]"),
     # An identifier announced by its name (Ethiopia TIN, Bangladesh BIN, old numeric IEC, VAT, tax ID):
     # typed [ID] rather than what its digits alone would suggest.
-    ("keyword_id", r"(?<=(?<![A-Za-z])(?:e-?TIN|TIN|BIN|IEC|VAT|tax\s?ID|taxpayer\s?ID)(?![A-Za-z])[^\d\n\[\]]{0,20})"
-                   r"(?<![A-Za-z\d])(?=(?:[A-Z-]*\d){8})[0-9A-Z][0-9A-Z-]{7,18}" + _R, "[ID]"),
+    ("keyword_id", r"(?<=(?<![A-Za-z])(?:e-?TIN|TIN|BIN|IEC|VAT|tax\s?ID|taxpayer\s?ID)(?![A-Za-z])"
+                   r"[^\d\n\[\]]{0,20})(?<![A-Za-z\d])(?=(?:[A-Z-]*\d){8})[0-9A-Z][0-9A-Z-]{7,18}" + _R,
+     "[ID]"),
     # Cards as people write them: 13-19 digits run together, 4-4-4-4(-3), Amex 4-6-5, Diners 4-6-4.
     ("card", _L + r"(?:\d{13,19}|\d{4}([ -])\d{4,6}(?:\1\d{3,5}){1,3})" + _R, _card),
     ("twelve_digits", _L + r"\d{4}([ -]?)\d{4}\1\d{4}" + _R, _twelve_digits),

