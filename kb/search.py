@@ -34,13 +34,16 @@ EXACT_LIMIT = 50_000  # passages; above this dense candidates come from the FAIS
 
 @dataclass
 class Calibration:
-    """Maps a dense cosine to a confidence in [0, 1]; 0.5 is the no-confident-answer threshold."""
+    """Maps how far the best answer stands out (z, see Searcher._dense) to a confidence in [0, 1].
 
-    threshold: float = 0.83
-    scale: float = 40.0
+    0.5 is the no-confident-answer threshold, fitted by `kb eval --calibrate` on the labelled set.
+    """
 
-    def confidence(self, cosine: float) -> float:
-        return 1.0 / (1.0 + math.exp(-self.scale * (cosine - self.threshold)))
+    threshold: float = 3.0
+    scale: float = 3.0
+
+    def confidence(self, z: float) -> float:
+        return 1.0 / (1.0 + math.exp(-self.scale * (z - self.threshold)))
 
     @classmethod
     def load(cls, path: Path = CALIBRATION_FILE) -> Calibration:
@@ -162,6 +165,7 @@ class Searcher:
         if f.passage_mask is not None:
             p_mask = p_mask & f.passage_mask
         dense_scores = np.full(len(self.passages), -1.0, dtype=np.float32)
+        zscores = np.zeros(len(self.passages), dtype=np.float32)
         dense_rank: dict[int, int] = {}
         lex_rank: dict[int, int] = {}
         lex_hits: set[int] = set()
@@ -169,7 +173,7 @@ class Searcher:
             if mode in ("dense", "hybrid"):
                 if qvec is None:
                     qvec = self.encoder.encode_query(query)
-                dense_scores, centred = self._dense(qvec)
+                dense_scores, centred, zscores = self._dense(qvec)
                 allowed_idx = np.flatnonzero(p_mask)
                 top = allowed_idx[np.argsort(-centred[allowed_idx], kind="stable")[: self.config.candidates]]
                 dense_rank = _rank_groups(top.tolist(), self.p_group)
@@ -195,10 +199,11 @@ class Searcher:
         ranked = sorted(fused, key=lambda g: (-fused[g], g))[: c.max_results]
         results = []
         for g in ranked[offset : offset + limit]:
-            r = self._card(g, guess, art_mask, p_mask, dense_scores, lex_hits, query, fused[g], f, mode, snippets)
+            r = self._card(g, guess, art_mask, p_mask, dense_scores, zscores, lex_hits, query, fused[g], f, mode,
+                           snippets)
             if r:
                 results.append(r)
-        top_conf = results[0]["confidence"] if results and offset == 0 else self._top_confidence(ranked, dense_scores, p_mask)
+        top_conf = results[0]["confidence"] if results and offset == 0 else self._top_confidence(ranked, zscores, p_mask)
         return {
             "query": query,
             "detected_lang": guess.lang,
@@ -216,7 +221,7 @@ class Searcher:
         }
 
     def _dense(self, qvec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(score, centred score) per passage.
+        """(score, centred score, z) per passage.
 
         score: mean of the passage cosine and its title/heading cosine (passage cosine alone where there is
         no heading). centred: score minus the query's mean score over passages of the same language. e5
@@ -235,19 +240,21 @@ class Searcher:
             heads = self.headings @ qvec
         score = np.where(self.has_heading, (score + heads) / 2, score).astype(np.float32)
         centred = score.copy()
+        z = np.zeros_like(score)
         for lang, idx in self.lang_samples.items():
             members = self.p_lang_real == lang
             centred[members] -= float(score[idx].mean())
-        return score, centred
+            z[members] = centred[members] / max(float(score[idx].std()), 1e-6)
+        return score, centred, z
 
-    def _top_confidence(self, ranked: list[int], dense: np.ndarray, p_mask: np.ndarray) -> float:
+    def _top_confidence(self, ranked: list[int], zscores: np.ndarray, p_mask: np.ndarray) -> float:
         if not ranked:
             return 0.0
         sel = p_mask & (self.p_group == ranked[0])
-        return self.config.calibration.confidence(float(dense[sel].max())) if sel.any() else 0.0
+        return self.config.calibration.confidence(float(zscores[sel].max())) if sel.any() else 0.0
 
     def _card(self, g: int, guess: LangGuess, art_mask: np.ndarray, p_mask: np.ndarray, dense: np.ndarray,
-              lex_hits: set[int], query: str, fused: float, f: Filters, mode: str,
+              zscores: np.ndarray, lex_hits: set[int], query: str, fused: float, f: Filters, mode: str,
               snippets: bool = True) -> dict | None:
         versions = {lang: ai for lang, ai in self.group_versions[g].items() if art_mask[ai]}
         if not versions:
@@ -275,7 +282,8 @@ class Searcher:
         snippet, spans = self._snippet(passage, query, guess) if snippets else (passage["text"][:300], [])
         today = f.today or dt.date.today()
         updated = dt.date.fromisoformat(art["updated"])
-        conf = self.config.calibration.confidence(best_cos) if mode != "lexical" else min(1.0, fused * 30)
+        best_z = float(zscores[group_sel].max()) if group_sel.any() else 0.0
+        conf = self.config.calibration.confidence(best_z) if mode != "lexical" else min(1.0, fused * 30)
         return {
             "article_id": art["id"],
             "group": group_id,

@@ -94,11 +94,23 @@ def _field_of(err) -> str | None:
     return None
 
 
+READABLE = {
+    "maxLength": "is longer than {} characters", "minLength": "is shorter than {} characters",
+    "maximum": "must be at most {}", "minimum": "must be at least {}", "pattern": "does not match {}",
+    "enum": "must be one of {}", "type": "must be of type {}", "maxItems": "has more than {} items",
+}
+
+
 def _message_of(err) -> str:
     cause = err.__cause__ or err
     subs = getattr(cause, "schema_errors", None)
     if subs:
-        return "; ".join(s.message for s in subs)[:300]
+        parts = []
+        for sub in subs:
+            template = READABLE.get(sub.validator)
+            where = ".".join(str(p) for p in sub.path) or getattr(err, "name", None) or "value"
+            parts.append(f"{where} {template.format(sub.validator_value)}" if template else sub.message[:200])
+        return "; ".join(parts)[:300]
     if err.__cause__ is not None and getattr(err.__cause__, "__cause__", None) is not None:
         return f"{err}: {err.__cause__.__cause__}"[:300]
     return str(err)[:300]

@@ -61,7 +61,8 @@ def test_round_trip(tmp_path):
     arts = make_tree(tmp_path, 5)
     enc = HashEncoder()
     report = build(arts, tmp_path / "index", enc)
-    assert (report.articles, report.passages, report.computed, report.reused) == (5, 10, 10, 0)
+    # 10 passage vectors + 10 title/heading vectors
+    assert (report.articles, report.passages, report.computed, report.reused) == (5, 10, 20, 0)
     b = Bundle.open(tmp_path / "index", model_checksum=enc.checksum)
     assert b.manifest["counts"] == {"articles": 5, "passages": 10, "languages": {"en": 5}}
     assert b.manifest["model"]["checksum"] == enc.checksum and b.manifest["dim"] == enc.dim
@@ -93,12 +94,12 @@ def test_incremental_rebuild_embeds_only_changed_passages(tmp_path):
     arts = make_tree(tmp_path, 20)
     enc = CountingEncoder()
     first = build(arts, tmp_path / "index", enc)
-    assert enc.calls == 40 and first.computed == 40
+    assert enc.calls == 40 and first.computed == 80  # passages + headings
     page = arts / "customs" / "art-007.en.md"
     page.write_text(page.read_text().replace("Step list for 7.", "Step list for 7, now revised."))
     enc.calls = 0
     second = build(arts, tmp_path / "index", enc)
-    assert (second.computed, second.reused, enc.calls) == (1, 39, 1)
+    assert (second.computed, second.reused, enc.calls) == (1, 79, 1)
     b = Bundle.open(tmp_path / "index")
     assert any("now revised" in p["text"] for p in b.passages)
     assert b.manifest["articles"]["art-007.en"] != json.loads(
