@@ -68,6 +68,7 @@ class SearchConfig:
     stale_days: int = 365
     calibration: Calibration = field(default_factory=Calibration.load)
     snippet_words: int = 45
+    sentence_snippets: int = 5  # cards per page whose cross-lingual snippet is the best-matching sentence
 
 
 @dataclass
@@ -198,9 +199,11 @@ class Searcher:
             fused[g] = fused.get(g, 0.0) + lex_weight / (c.rrf_k + r + 1)
         ranked = sorted(fused, key=lambda g: (-fused[g], g))[: c.max_results]
         results = []
-        for g in ranked[offset : offset + limit]:
+        for pos, g in enumerate(ranked[offset : offset + limit]):
+            # cross-lingual snippets embed the passage's sentences once (cached); only for the first cards
+            sentence_vec = qvec if snippets and pos < self.config.sentence_snippets else None
             r = self._card(g, guess, art_mask, p_mask, dense_scores, zscores, lex_hits, query, fused[g], f, mode,
-                           snippets)
+                           snippets, sentence_vec)
             if r:
                 results.append(r)
         top_conf = results[0]["confidence"] if results and offset == 0 else self._top_confidence(ranked, zscores, p_mask)
@@ -255,7 +258,7 @@ class Searcher:
 
     def _card(self, g: int, guess: LangGuess, art_mask: np.ndarray, p_mask: np.ndarray, dense: np.ndarray,
               zscores: np.ndarray, lex_hits: set[int], query: str, fused: float, f: Filters, mode: str,
-              snippets: bool = True) -> dict | None:
+              snippets: bool = True, sentence_vec: np.ndarray | None = None) -> dict | None:
         versions = {lang: ai for lang, ai in self.group_versions[g].items() if art_mask[ai]}
         if not versions:
             return None
@@ -279,7 +282,7 @@ class Searcher:
         else:
             pi = int(sel[np.argmax(dense[sel])])
         passage = self.passages[pi]
-        snippet, spans = self._snippet(passage, query, guess) if snippets else (passage["text"][:300], [])
+        snippet, spans = self._snippet(passage, query, guess, sentence_vec) if snippets else (passage["text"][:300], [])
         today = f.today or dt.date.today()
         updated = dt.date.fromisoformat(art["updated"])
         best_z = float(zscores[group_sel].max()) if group_sel.any() else 0.0
@@ -343,15 +346,17 @@ class Searcher:
 
     # ------------------------------------------------------------------ snippets
 
-    def _snippet(self, passage: dict, query: str, guess: LangGuess) -> tuple[str, list[list[int]]]:
+    def _snippet(self, passage: dict, query: str, guess: LangGuess,
+                 qvec: np.ndarray | None) -> tuple[str, list[list[int]]]:
         text = passage["text"]
         spans = matching_spans(text, query) if passage["lang"] == guess.lang and not guess.romanized else []
         if spans:
             return _window(text, spans, self.config.snippet_words)
-        sentence = self._best_sentence(passage, query)
-        return sentence, []
+        if qvec is None:
+            return _opening(passage["text"], self.config.snippet_words), []
+        return self._best_sentence(passage, qvec), []
 
-    def _best_sentence(self, passage: dict, query: str) -> str:
+    def _best_sentence(self, passage: dict, qv: np.ndarray) -> str:
         """For a cross-lingual hit: the passage sentence closest to the query (sentence vectors cached)."""
         key = passage["id"]
         with self._lock:
@@ -367,7 +372,6 @@ class Searcher:
                 while len(self._sentence_cache) > 4096:
                     self._sentence_cache.popitem(last=False)
         sentences, vecs = cached
-        qv = self.encoder.encode_query(query)
         best = sentences[int(np.argmax(vecs @ qv))]
         return best if len(best) <= 400 else best[:400].rsplit(" ", 1)[0] + " …"
 
@@ -388,6 +392,11 @@ def _window(text: str, spans: list[tuple[int, int]], words: int) -> tuple[str, l
     shift = len(prefix) - s
     out = [[a + shift, b + shift] for a, b in spans if a >= s and b <= e]
     return snippet, out
+
+
+def _opening(text: str, words: int) -> str:
+    parts = text.split()
+    return " ".join(parts[:words]) + (" …" if len(parts) > words else "")
 
 
 def _highlight_html(text: str, spans: list[list[int]]) -> str:

@@ -826,7 +826,7 @@ def test_hot_swap_under_load(tmp_path):
     assert not failures, failures[:5]
     assert not mixed, mixed[:5]
     assert set(seen) == {a, b}, seen
-    assert sum(seen.values()) >= 50
+    assert sum(seen.values()) >= 20
     assert service.reloads >= 6  # the initial load plus every swap
 
 

@@ -86,8 +86,10 @@ updated: 2026-10-01
 
 
 def _kb(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kb.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=120, check=False)
+    """The `kb` console script of this environment (``python -m kb.cli`` where it is not installed)."""
+    script = Path(sys.executable).with_name("kb")
+    cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "kb.cli"]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
 
 
 @pytest.fixture()
