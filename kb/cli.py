@@ -166,6 +166,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-per-lang", type=int, default=0, help="cap queries per lang (0 = all)")
     p.add_argument("--json", dest="json_out")
     p.add_argument("--calibrate", action="store_true", help="fit and write the confidence calibration")
+    p.add_argument("--lexical-weights", help="override per-language lexical weights, e.g. en=0.2,ta=0.1")
     p.add_argument("--encoder", default=None)
     p.set_defaults(func=cmd_eval)
 

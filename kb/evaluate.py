@@ -77,7 +77,7 @@ def _load_qrels(path: Path) -> dict[str, dict[str, float]]:
     return q
 
 
-def set_bundle(docs: list[dict], encoder: Encoder, workdir: Path, cache_path: Path | None) -> Bundle:
+def set_bundle(docs: list[dict], encoder: Encoder, root: Path, cache_path: Path | None) -> Bundle:
     """Shared-format docs through the same pipeline (passages, cached embeddings, bundle files, loader)."""
     articles, passages = [], []
     for d in docs:
@@ -96,9 +96,10 @@ def set_bundle(docs: list[dict], encoder: Encoder, workdir: Path, cache_path: Pa
     finally:
         if cache:
             cache.close()
+    workdir = root / "bundles" / "eval-set"
     workdir.mkdir(parents=True, exist_ok=True)
     write_bundle(workdir, articles, passages, vectors, headings, encoder)
-    bundle = Bundle.open(workdir.parent, model_checksum=encoder.checksum, name=workdir.name)
+    bundle = Bundle.open(root, model_checksum=encoder.checksum, name=workdir.name)
     for p in bundle.passages:  # lexical gate compares detected languages: set labels are opaque
         p["lex_lang"] = detect(p["text"][:300]).lang
     return bundle
@@ -124,7 +125,7 @@ def run_eval(args: argparse.Namespace) -> int:
         tmp = Path(tempfile.mkdtemp(prefix="kb-eval-"))
         from .embedder import default_cache_dir
 
-        bundle = set_bundle(docs, encoder, tmp / "bundle", default_cache_dir() / "eval-embcache.sqlite")
+        bundle = set_bundle(docs, encoder, tmp, default_cache_dir() / "eval-embcache.sqlite")
         audience = "internal"
         masks = _pool_masks(queries, docs)
         if args.mode == "all":
@@ -149,6 +150,9 @@ def run_eval(args: argparse.Namespace) -> int:
                 capped.append(q)
         queries = capped
     searcher = Searcher(bundle, encoder)
+    if getattr(args, "lexical_weights", None):
+        searcher.config.lexical_weights = {k: float(v) for k, v in
+                                           (kv.split("=") for kv in args.lexical_weights.split(","))}
     qvecs = encoder.encode_queries([q["text"] for q in queries]) if any(m != "lexical" for m in modes) else None
     report: dict = {"set": str(args.set_dir or args.queries), "n_queries": len(queries), "modes": {}}
     per_query: dict[str, list] = {}
