@@ -23,7 +23,7 @@ import numpy as np
 
 from .ann import VectorStore, create_store
 from .articles import Article, load_articles
-from .embedder import QUERY_PREFIX, Encoder
+from .embedder import QUERY_PREFIX, Encoder, file_sha256
 from .lexical import LexicalIndex
 from .passages import Passage, split_article
 
@@ -50,14 +50,6 @@ class BuildReport:
         langs = ", ".join(f"{k} {v}" for k, v in sorted(self.languages.items()))
         return (f"built {self.bundle}: {self.articles} articles ({langs}), {self.passages} passages, "
                 f"embeddings computed {self.computed}, reused {self.reused}, {self.seconds:.1f} s")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -176,7 +168,7 @@ def write_bundle(directory: Path, articles: list[Article], passages: list[Passag
         "store": store_kind,
         "counts": {"articles": len(articles), "passages": len(passages), "languages": langs},
         "articles": {f"{a.id}.{a.lang}": a.content_hash for a in articles},
-        "files": {name: _sha256(directory / name) for name in FILES},
+        "files": {name: file_sha256(directory / name) for name in FILES},
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **(extra or {}),
     }
@@ -283,7 +275,7 @@ class Bundle:
             fpath = path / fname
             if not fpath.is_file():
                 raise BundleError(f"{path}: missing {fname}")
-            if _sha256(fpath) != digest:
+            if file_sha256(fpath) != digest:
                 raise BundleError(f"{fpath}: checksum mismatch (file changed or corrupt); rebuild with `kb build`")
         if set(manifest.get("files", {})) != set(FILES):
             raise BundleError(f"{mpath}: manifest does not list the bundle files {FILES}")
