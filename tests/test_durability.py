@@ -1,0 +1,83 @@
+"""Acknowledged writes survive a SIGKILL of the server: 201 is sent only after the row is committed."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kb.embedder import HashEncoder
+from kb.index import build
+
+ARTICLE = """---
+id: durable-{i}
+title: "Durable article {i}"
+lang: en
+topics: [claims]
+countries: ["*"]
+audience: public
+updated: 2026-11-01
+---
+## Body
+
+Claims and refunds text number {i}.
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_acknowledged_writes_survive_sigkill(tmp_path: Path):
+    arts = tmp_path / "articles" / "claims"
+    arts.mkdir(parents=True)
+    for i in range(3):
+        (arts / f"durable-{i}.en.md").write_text(ARTICLE.format(i=i))
+    build(tmp_path / "articles", tmp_path / "index", HashEncoder())
+    db = tmp_path / "kb.sqlite3"
+    port = _free_port()
+    env = dict(os.environ, KB_INDEX_DIR=str(tmp_path / "index"), KB_DB_PATH=str(db), KB_ENCODER="hash",
+               KB_RATE_LIMIT="100000/minute", KB_QUERY_CACHE="0")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", "4",
+         "--bind", f"127.0.0.1:{port}", "search_api.wsgi:app"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                c.request("GET", "/readyz")
+                if c.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.time() < deadline, "server did not start"
+            time.sleep(0.3)
+        acked = []
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for n in range(60):
+            body = {"search_id": f"s-{n}", "article_id": f"durable-{n % 3}", "helpful": n % 2 == 0,
+                    "comment": f"write {n}"}
+            conn.request("POST", "/api/v1/feedback", json.dumps(body), {"Content-Type": "application/json"})
+            r = conn.getresponse()
+            payload = json.loads(r.read())
+            assert r.status == 201, payload
+            acked.append(payload["id"])
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)  # no shutdown hooks, no flush: what was acknowledged must be there
+        server.wait(timeout=10)
+    rows = {r[0] for r in sqlite3.connect(db).execute("SELECT id FROM feedback")}
+    assert set(acked) <= rows and len(acked) == 60
