@@ -167,6 +167,17 @@ def assist(searcher: Searcher, text: str, lang: str | None = None, limit: int = 
             if set(card["countries"]) & set(countries):
                 fused[key] += 0.002
     ranked = sorted(fused, key=lambda k: -fused[k])[:limit]
+    if audience == "internal" and groups and not any(cards[k]["audience"] == "internal" for k in ranked):
+        # agents need the procedure as well as the customer-facing answer: keep one slot for the best
+        # internal article. Internal procedures are written in English, so the search pivots through the
+        # English titles of the best public answers rather than matching the ticket across languages.
+        pivot = ". ".join(searcher.source_title(k) for k in ranked[:3]) if ranked else " ".join(groups)
+        res = searcher.search(pivot, Filters(audience="internal", internal_only=True), limit=1)
+        if res["results"]:
+            best = res["results"][0]
+            cards[best["group"]] = best
+            fused[best["group"]] = 0.0
+            ranked = ranked[: max(limit - 1, 0)] + [best["group"]]
     suggestions = [dict(cards[k], score=round(fused[k], 6)) for k in ranked]
     top = max((s["confidence"] for s in suggestions), default=0.0)
     return {"detected_lang": lang or guess.lang, "entities": entities, "question_groups": groups,

@@ -78,6 +78,7 @@ class Filters:
     topics: list[str] | None = None
     countries: list[str] | None = None
     audience: str = "public"  # "public" sees public only; "internal" sees everything
+    internal_only: bool = False  # agent assist looks for the best procedure separately
     today: dt.date | None = None
     passage_mask: np.ndarray | None = None  # extra restriction (evaluation pools)
 
@@ -140,7 +141,7 @@ class Searcher:
         today = f.today or dt.date.today()
         mask = np.ones(len(self.articles), dtype=bool)
         for i, a in enumerate(self.articles):
-            if f.audience == "public" and a["audience"] != "public":
+            if (f.audience == "public" or f.internal_only) and a["audience"] != ("internal" if f.internal_only else "public"):
                 mask[i] = False
             elif a.get("expires") and dt.date.fromisoformat(a["expires"]) < today:
                 mask[i] = False
@@ -311,6 +312,15 @@ class Searcher:
             "lang_fallback": art["lang"] != guess.lang,
             "stale": (today - updated).days > self.config.stale_days,
         }
+
+    def source_title(self, group_id: str) -> str:
+        """Title of a translation group's source article (its English original for translated groups)."""
+        try:
+            versions = self.group_versions[self.group_ids.index(group_id)]
+        except ValueError:
+            return group_id
+        source = next((i for i in versions.values() if self.articles[i]["id"] == group_id), None)
+        return self.articles[source if source is not None else next(iter(versions.values()))]["title"]
 
     # ------------------------------------------------------------------ related articles
 

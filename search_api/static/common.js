@@ -83,26 +83,35 @@
     return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
-  function sessionId() {
-    try {
-      let id = sessionStorage.getItem("kb-session");
-      if (!id) {
-        id = randomId();
-        sessionStorage.setItem("kb-session", id);
-      }
-      return id;
-    } catch (e) {
-      return null;
-    }
-  }
+  // sessionStorage can be denied (a third-party iframe when the browser blocks third-party storage, or
+  // storage switched off): values then live in memory for the life of the page.
+  const memory = new Map();
 
-  /** A value kept in sessionStorage (API keys: this tab only, gone when it closes). */
+  /** A value kept in sessionStorage (API keys: this tab only, gone when it closes), else in memory. */
   function stored(name) {
     return {
-      get() { try { return sessionStorage.getItem(name) || ""; } catch (e) { return ""; } },
-      set(v) { try { sessionStorage.setItem(name, v); } catch (e) { /* storage disabled */ } },
-      clear() { try { sessionStorage.removeItem(name); } catch (e) { /* storage disabled */ } },
+      get() {
+        try { return sessionStorage.getItem(name) || ""; } catch (e) { return memory.get(name) || ""; }
+      },
+      set(v) {
+        try { sessionStorage.setItem(name, v); } catch (e) { memory.set(name, v); }
+      },
+      clear() {
+        memory.delete(name);
+        try { sessionStorage.removeItem(name); } catch (e) { /* storage denied: memory only */ }
+      },
     };
+  }
+
+  const session = stored("kb-session");
+
+  function sessionId() {
+    let id = session.get();
+    if (!id) {
+      id = randomId();
+      session.set(id);
+    }
+    return id;
   }
 
   /** fetch wrapper: JSON in, {ok, status, data} out; never throws for HTTP errors. */

@@ -22,6 +22,7 @@
 
   if (window.Chart) {
     Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
+    Chart.defaults.locale = KB.ui; // tick numbers in the interface language, not the browser's
     Chart.defaults.color = "#1b2430";
     Chart.defaults.maintainAspectRatio = false;
     Chart.defaults.animation = window.matchMedia("(prefers-reduced-motion: reduce)").matches ? false : { duration: 300 };
@@ -135,6 +136,15 @@
     });
   }
 
+  function shortDate(iso) {
+    try {
+      return new Intl.DateTimeFormat(KB.ui, { month: "short", day: "numeric", timeZone: "UTC" })
+        .format(new Date(iso + "T00:00:00Z"));
+    } catch (e) {
+      return iso;
+    }
+  }
+
   function daysBetween(a, b) {
     const out = [];
     const d = new Date(a + "T00:00:00Z");
@@ -159,7 +169,7 @@
       agg.zero_results += r.zero_results;
       agg.no_confident_answer += r.no_confident_answer;
     }
-    const labels = days.map((d) => KB.formatDate(d));
+    const labels = days.map(shortDate);
     chart("chart-per-day", {
       type: "bar",
       data: {
