@@ -105,12 +105,29 @@ def set_bundle(docs: list[dict], encoder: Encoder, root: Path, cache_path: Path 
     return bundle
 
 
-def _pool_masks(queries: list[dict], docs: list[dict]) -> dict[str, np.ndarray] | None:
-    """Tatoeba-style per-pair pools: when queries and docs both carry `pair`, rank only that pair's docs."""
-    if not queries or "pair" not in queries[0] or not docs or "pair" not in docs[0]:
+def _pool_masks(queries: list[dict], docs: list[dict], pool: str = "auto") -> dict[str, np.ndarray] | None:
+    """Candidate pool per query, keyed by query id (None: every doc).
+
+    auto: Tatoeba-style per-pair pools when queries and docs both carry `pair`, else every doc;
+    same-lang: docs with the query's `lang` label (XQuAD monolingual); lang:X: docs labelled X (XQuAD
+    cross-lingual uses lang:en).
+    """
+    if pool == "all" or not docs:
         return None
-    pairs = np.array([d["pair"] for d in docs], dtype=object)
-    return {p: pairs == p for p in {q["pair"] for q in queries}}
+    if pool == "auto":
+        if not queries or "pair" not in queries[0] or "pair" not in docs[0]:
+            return None
+        pairs = np.array([d["pair"] for d in docs], dtype=object)
+        by_pair = {p: pairs == p for p in {q["pair"] for q in queries}}
+        return {q["id"]: by_pair[q["pair"]] for q in queries}
+    labels = np.array([d.get("lang") for d in docs], dtype=object)
+    if pool == "same-lang":
+        by_lang = {lang: labels == lang for lang in {q.get("lang") for q in queries}}
+        return {q["id"]: by_lang[q.get("lang")] for q in queries}
+    if pool.startswith("lang:"):
+        mask = labels == pool[5:]
+        return {q["id"]: mask for q in queries}
+    raise ValueError(f"unknown pool {pool!r}: auto, all, same-lang or lang:LABEL")
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -127,7 +144,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
         bundle = set_bundle(docs, encoder, tmp, default_cache_dir() / "eval-embcache.sqlite")
         audience = "internal"
-        masks = _pool_masks(queries, docs)
+        masks = _pool_masks(queries, docs, getattr(args, "pool", "auto"))
         if args.mode == "all":
             modes.append("raw")
     else:
@@ -150,6 +167,8 @@ def run_eval(args: argparse.Namespace) -> int:
                 capped.append(q)
         queries = capped
     searcher = Searcher(bundle, encoder)
+    if getattr(args, "heading_weight", None) is not None:
+        searcher.config.heading_weight = args.heading_weight
     if getattr(args, "lexical_weights", None):
         searcher.config.lexical_weights = {k: float(v) for k, v in
                                            (kv.split("=") for kv in args.lexical_weights.split(","))}
@@ -160,7 +179,7 @@ def run_eval(args: argparse.Namespace) -> int:
         rows = []
         for i, q in enumerate(queries):
             rels = qrels.get(q["id"], {})
-            f = Filters(audience=audience, passage_mask=masks[q["pair"]] if masks else None)
+            f = Filters(audience=audience, passage_mask=masks[q["id"]] if masks else None)
             if mode == "raw":
                 ranked, flagged = _raw_rank(searcher, qvecs[i], f.passage_mask), False
             else:

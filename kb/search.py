@@ -65,6 +65,7 @@ class SearchConfig:
     lexical_weights: dict[str, float] = field(default_factory=lambda: {"en": 0.1})
     default_lexical_weight: float = 0.0
     candidates: int = 200
+    heading_weight: float = 0.35  # share of the title/heading cosine in a passage's dense score
     max_results: int = 50
     stale_days: int = 365
     calibration: Calibration = field(default_factory=Calibration.load)
@@ -118,6 +119,12 @@ class Searcher:
         self.vectors = self._vectors(n)
         self.headings = bundle.headings if len(bundle.headings) == n else np.zeros_like(self.vectors)
         self.has_heading = np.linalg.norm(self.headings, axis=1) > 0 if n else np.zeros(0, dtype=bool)
+        # a heading shared by many passages (one title over a whole document) says little about each of them
+        keys = [(p["title"], tuple(p["heading_path"])) for p in self.passages]
+        counts: dict[tuple, int] = {}
+        for k in keys:
+            counts[k] = counts.get(k, 0) + 1
+        self.heading_share = np.array([1.0 / counts[k] for k in keys] or [], dtype=np.float32)
         langs = np.array([p["lang"] for p in self.passages] or [], dtype=object)
         rng = np.random.default_rng(0)
         self.lang_samples = {}  # passages per language used to estimate the language's baseline similarity
@@ -243,7 +250,8 @@ class Searcher:
         else:
             score = self.vectors @ qvec
             heads = self.headings @ qvec
-        score = np.where(self.has_heading, (score + heads) / 2, score).astype(np.float32)
+        w = self.config.heading_weight * self.heading_share
+        score = np.where(self.has_heading, (1 - w) * score + w * heads, score).astype(np.float32)
         centred = score.copy()
         z = np.zeros_like(score)
         for lang, idx in self.lang_samples.items():
