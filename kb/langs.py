@@ -30,7 +30,8 @@ ROMANIZED = {
     "bn": "amar ami apnar apni kobe kothay keno ache achhe nai hobe korbo korte koto taka pathabo pathano "
           "kivabe kibhabe dorkar eta oita ekhono pabo pelam hoyni hocche jabe lagbe ar theke er",
     "ml": "ente enthu enthanu evide eppol eppo ethra undo vannilla kittiyilla cheyyan cheyyum aanu alle "
-          "ningal njan parayamo enikku ayakkan ethu entha engane venam illallo kittum kittan nokkanam",
+          "ningal njan parayamo enikku ayakkan ethu entha engane venam illallo kittum kittan nokkanam kudungi "
+          "ayachu ayakkanam kittiyittilla evideyanu ethrayanu",
     "ta": "enna ennoda enga eppadi evvalavu varala vandhuduchu panna pannanum sollunga irukku irukka naan "
           "unga vendum venum anuppa kidaikkala epo ennudaya engal ungal eppo vanthu varuma",
     "am": "endet yene ebakih ebakish ebakachihu lemin sint meche selam alew yelem yelelem esti ena gin betam "
@@ -59,11 +60,13 @@ def _identifier():
 _langid_lock = __import__("threading").Lock()
 
 
-def _langid(text: str, langs: list[str]) -> str:
+def _langid(text: str, langs: list[str], min_prob: float = 0.0) -> str:
+    """py3langid's best guess among ``langs``; the first of ``langs`` when it is less sure than ``min_prob``."""
     with _langid_lock:  # set_languages mutates the shared identifier
         ident = _identifier()
         ident.set_languages(langs)
-        return ident.classify(text)[0]
+        lang, prob = ident.classify(text)
+    return lang if prob >= min_prob else langs[0]
 
 
 def _script_counts(text: str) -> tuple[dict[str, int], int, int]:
@@ -102,7 +105,7 @@ def romanized_language(text: str) -> str | None:
         hits = [w for w in words if w in vocab]
         if len(hits) > best_hits:
             best, best_hits, longest = lang, len(hits), max(map(len, hits))
-    if best and (best_hits >= 2 or (len(words) <= 3 and longest >= 4)):
+    if best and (best_hits >= 2 or (len(words) <= 6 and longest >= 4)):
         return best
     return None
 
@@ -119,7 +122,8 @@ def detect(text: str) -> LangGuess:
         roman = romanized_language(text)
         if roman:
             return LangGuess(roman, "Latin", romanized=True)
-        return LangGuess(_langid(text, LATIN_LANGS) if len(text.split()) > 3 else "en", "Latin")
+        # English is the product's Latin-script language: another one only when the detector is sure
+        return LangGuess(_langid(text, LATIN_LANGS, 0.95) if len(text.split()) > 3 else "en", "Latin")
     return LangGuess("und", "Unknown")
 
 
