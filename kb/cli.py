@@ -167,6 +167,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-per-lang", type=int, default=0, help="cap queries per lang (0 = all)")
     p.add_argument("--json", dest="json_out")
     p.add_argument("--calibrate", action="store_true", help="fit and write the confidence calibration")
+    p.add_argument("--lexical-gate", choices=["script", "language"], help="override the lexical gate")
     p.add_argument("--heading-weight", type=float, help="override the title/heading share of dense scores")
     p.add_argument("--lexical-weights", help="override per-language lexical weights, e.g. en=0.2,ta=0.1")
     p.add_argument("--encoder", default=None)
