@@ -221,8 +221,9 @@ def calibrate(searcher: Searcher, queries: list[dict], qrels: dict, qvecs: np.nd
 
     pos, neg = [], []
     for i, q in enumerate(queries):
-        _s, _c, z = searcher._dense(qvecs[i])
-        (pos if qrels.get(q["id"]) else neg).append(float(z.max()))
+        res = searcher.search(q["text"], Filters(audience="internal"), limit=10, qvec=qvecs[i], snippets=False)
+        best = res["results"][0]["z_score"] if res["results"] else 0.0  # what search compares to the threshold
+        (pos if qrels.get(q["id"]) else neg).append(float(best))
     if not neg or not pos:
         return {"error": "need both answerable and no-answer queries"}
     pos_a, neg_a = np.array(pos), np.array(neg)
@@ -234,7 +235,7 @@ def calibrate(searcher: Searcher, queries: list[dict], qrels: dict, qvecs: np.nd
             best = (float(t), rec, fpr)
     t, rec, fpr = best or (float(pos_a.min()), 0.0, 0.0)
     spread = float(np.std(np.concatenate([pos_a, neg_a]))) or 1.0
-    cal = {"feature": "z of the best passage (Searcher._dense)", "threshold": round(t, 4),
+    cal = {"feature": "z_score of the first result (Searcher._dense, _card)", "threshold": round(t, 4),
            "scale": round(3.0 / spread, 3), "no_answer_recall": round(rec, 4), "answerable_flagged": round(fpr, 4),
            "meets_bar": rec >= 0.8 and fpr <= 0.05, "n_answerable": len(pos), "n_no_answer": len(neg)}
     CALIBRATION_FILE.write_text(json.dumps(cal, indent=1) + "\n")

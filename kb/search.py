@@ -220,9 +220,7 @@ class Searcher:
                            snippets, sentence_vec)
             if r:
                 results.append(r)
-        # confident when any card on the first page is (fusion may rank a lexical match above the card the
-        # calibration was fitted on: the best dense match)
-        top_conf = max(r["confidence"] for r in results) if results and offset == 0 else \
+        top_conf = results[0]["confidence"] if results and offset == 0 else \
             self._top_confidence(ranked, zscores, p_mask)
         return {
             "query": query,
@@ -261,11 +259,13 @@ class Searcher:
         w = self.config.heading_weight * self.heading_share
         score = np.where(self.has_heading, (1 - w) * score + w * heads, score).astype(np.float32)
         centred = score.copy()
-        z = np.zeros_like(score)
+        spread = []
         for lang, idx in self.lang_samples.items():
             members = self.p_lang_real == lang
             centred[members] -= float(score[idx].mean())
-            z[members] = centred[members] / max(float(score[idx].std()), 1e-6)
+            spread.append(centred[idx])
+        # one spread for all languages: a per-language one inflates z in a language with few passages
+        z = centred / max(float(np.concatenate(spread).std()) if spread else 1.0, 1e-6)
         return score, centred, z
 
     def _top_confidence(self, ranked: list[int], zscores: np.ndarray, p_mask: np.ndarray) -> float:
@@ -303,7 +303,10 @@ class Searcher:
         snippet, spans = self._snippet(passage, query, guess, sentence_vec) if snippets else (passage["text"][:300], [])
         today = f.today or dt.date.today()
         updated = dt.date.fromisoformat(art["updated"])
-        best_z = float(zscores[group_sel].max()) if group_sel.any() else 0.0
+        # confidence from the version shown and its source only: a translation in a third language can
+        # stand out by chance, and the card does not show it
+        conf_sel = p_mask & np.isin(self.p_article, [ai] + ([source] if source is not None else []))
+        best_z = float(zscores[conf_sel].max()) if conf_sel.any() else 0.0
         conf = self.config.calibration.confidence(best_z) if mode != "lexical" else min(1.0, fused * 30)
         return {
             "article_id": art["id"],
@@ -325,6 +328,7 @@ class Searcher:
             "score": round(fused, 6),
             "dense_score": round(best_cos, 4),
             "confidence": round(conf, 4),
+            "z_score": round(best_z, 3),
             "lang_fallback": art["lang"] != guess.lang,
             "stale": (today - updated).days > self.config.stale_days,
         }
