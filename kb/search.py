@@ -74,7 +74,7 @@ class SearchConfig:
     stale_days: int = 365
     calibration: Calibration = field(default_factory=Calibration.load)
     snippet_words: int = 45
-    sentence_snippets: int = 5  # cards per page whose cross-lingual snippet is the best-matching sentence
+    sentence_snippets: int = 1  # cards per page whose cross-lingual snippet is the best-matching sentence
 
 
 @dataclass
