@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import resource
 import shutil
 import subprocess
@@ -39,7 +40,7 @@ def synthetic_tree(dest: Path, passages: int) -> Path:
     sections = []
     for a in load_articles(ROOT / "articles"):
         for part in a.body.split("\n## ")[1:]:
-            sections.append(part)
+            sections.append(re.sub(r"\]\(/articles/[^)]*\)", "]", part))  # no links into the real KB
     per_article = 5
     folder = dest / "articles" / "customs"
     folder.mkdir(parents=True)
