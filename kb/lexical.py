@@ -53,7 +53,8 @@ def stem(token: str) -> str:
 def query_terms(text: str) -> list[str]:
     terms: list[str] = []
     for tok in tokenize(text):
-        if tok in STOPWORDS or len(tok) < 2:
+        if tok in STOPWORDS or len(tok) < 2 or tok.isdigit():
+            # numbers (weights, amounts, years) match across languages without meaning the same thing
             continue
         base = stem(tok)
         # Ethiopic and Indic letters carry a syllable each: two of them already make a useful prefix

@@ -58,16 +58,17 @@ class Calibration:
 class SearchConfig:
     rrf_k: int = 60
     dense_weight: float = 1.0
-    # Lexical weight per query language, measured with `kb eval` (labelled set and StackFAQ): BM25 helps
-    # English at 0.1 (0.2+ starts to hurt StackFAQ) and Amharic strongly (BM25 alone beats e5-small there;
-    # 3.0 makes hybrid >= both legs); for ml/bn/ta/hi it pulls translated-but-wrong articles above
-    # English-only answers at every weight tried (0.02-1.0), so it is off there.
-    lexical_weights: dict[str, float] = field(default_factory=lambda: {"en": 0.1, "am": 3.0})
+    # Lexical weight per query language, measured with `kb eval` (labelled set, StackFAQ, FLORES): BM25
+    # helps English at 0.1 (0.2+ starts to hurt StackFAQ). For ml/bn/ta/hi it pulls translated-but-wrong
+    # articles above English-only answers at every weight tried (0.02-1.0). Amharic is the close call: BM25
+    # alone (0.616 MRR@10) beats dense (0.590) and a weight of 3.0 without the language gate reaches 0.625,
+    # but it halves cross-lingual MRR (0.47 -> 0.33) and costs FLORES amh recall@1 (0.964 -> 0.955), so it
+    # stays off until there is a fusion that keeps both.
+    lexical_weights: dict[str, float] = field(default_factory=lambda: {"en": 0.1})
     default_lexical_weight: float = 0.0
-    # "script": BM25 tokens only ever match within a script, so an Amharic query reaches Amharic passages
-    # plus English ones through Latin codes it contains (EORI, HS, DHL); "language": only passages in the
-    # query's detected language (measured worse for Amharic: 0.54 vs 0.62 MRR@10).
-    lexical_gate: str = "script"
+    # "language": BM25 only over passages in the query's detected language. "script" (evaluation only):
+    # every passage; tokens then only match within a script, plus Latin codes and names across scripts.
+    lexical_gate: str = "language"
     candidates: int = 200
     heading_weight: float = 0.35  # share of the title/heading cosine in a passage's dense score
     max_results: int = 50
