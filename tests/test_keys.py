@@ -27,7 +27,8 @@ def test_create_verify_revoke(tmp_path):
     assert store.verify(agent) == (key_id, "agent")
     assert store.verify(admin) == (admin.split("_", 2)[1], "admin")
     # wrong secret, wrong id, malformed
-    for bad in (f"kb_{key_id}_{secret[:-1]}x", f"kb_{key_id}_", f"kb_ffffffff_{secret}", f"xx_{key_id}_{secret}",
+    other = "y" if secret.endswith("x") else "x"  # a secret that differs in its last character
+    for bad in (f"kb_{key_id}_{secret[:-1]}{other}", f"kb_{key_id}_", f"kb_ffffffff_{secret}", f"xx_{key_id}_{secret}",
                 "", "kb", "kb__", secret, agent + "x", f"kb_{key_id}"):
         assert store.verify(bad) is None, bad
     listed = {k["id"]: k for k in store.list()}
