@@ -24,19 +24,9 @@
   const tpl = document.getElementById("suggestion-template");
   let busy = false;
 
-  function setStatus(text, isError) {
-    status.textContent = text;
-    status.classList.toggle("is-error", !!isError);
-  }
+  const setStatus = KB.statusSetter(status);
 
-  function showKey(error) {
-    const has = !!key.get();
-    keyForm.hidden = has;
-    keyBar.hidden = !has;
-    keyError.hidden = !error;
-    keyError.textContent = error || "";
-    if (!has && error) keyInput.focus();
-  }
+  const showKey = KB.keyPanel({ key, form: keyForm, bar: keyBar, error: keyError, input: keyInput });
 
   function authHeaders() {
     return { "X-API-Key": key.get() };

@@ -197,9 +197,29 @@
     });
   }
 
+  /* A status line: text, flagged as an error or not. */
+  function statusSetter(node) {
+    return function (text, isError) {
+      node.textContent = text;
+      node.classList.toggle("is-error", !!isError);
+    };
+  }
+
+  /* The API-key form of the agent and admin pages: shown while no key is stored, with an error if any. */
+  function keyPanel(parts) {
+    return function (error) {
+      const has = !!parts.key.get();
+      parts.form.hidden = has;
+      parts.bar.hidden = !has;
+      parts.error.hidden = !error;
+      parts.error.textContent = error || "";
+      if (!has && (error || parts.focusAlways)) parts.input.focus();
+    };
+  }
+
   window.KB = {
     cfg, ui, t, plural, formatNumber, formatPercent, formatDate, langName, regionName, topicName, el,
-    sessionId, stored, api, sendEvent, copyText, localizeDates, bindContactLinks,
+    sessionId, stored, api, sendEvent, copyText, localizeDates, bindContactLinks, statusSetter, keyPanel,
   };
   localizeDates(document);
 })();

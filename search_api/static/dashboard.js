@@ -28,19 +28,9 @@
     Chart.defaults.animation = window.matchMedia("(prefers-reduced-motion: reduce)").matches ? false : { duration: 300 };
   }
 
-  function setStatus(text, isError) {
-    status.textContent = text;
-    status.classList.toggle("is-error", !!isError);
-  }
+  const setStatus = KB.statusSetter(status);
 
-  function showKey(error) {
-    const has = !!key.get();
-    keyForm.hidden = has;
-    keyBar.hidden = !has;
-    keyError.hidden = !error;
-    keyError.textContent = error || "";
-    if (!has) keyInput.focus();
-  }
+  const showKey = KB.keyPanel({ key, form: keyForm, bar: keyBar, error: keyError, input: keyInput, focusAlways: true });
 
   function iso(d) {
     return d.toISOString().slice(0, 10);
