@@ -8,6 +8,7 @@ no-answer precision/recall of the `no_confident_answer` flag where the set has n
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import math
 import sys
@@ -84,7 +85,7 @@ def set_bundle(docs: list[dict], encoder: Encoder, root: Path, cache_path: Path 
         text = (d.get("text") or "").strip()
         title = (d.get("title") or "").strip()
         a = Article(id=str(d["id"]), lang=str(d.get("lang") or "und"), title=title, topics=[], countries=["*"],
-                    audience=d.get("audience", "public"), updated=__import__("datetime").date(2026, 1, 1),
+                    audience=d.get("audience", "public"), updated=dt.date(2026, 1, 1),
                     body=text, path=str(d["id"]))
         articles.append(a)
         p = Passage(id=f"{a.id}#0", article_id=a.id, lang=a.lang, group=a.id, title=title, heading_path=[],

@@ -9,6 +9,7 @@ because no passage is written in romanized script.
 
 from __future__ import annotations
 
+import threading
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -57,7 +58,7 @@ def _identifier():
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
 
-_langid_lock = __import__("threading").Lock()
+_langid_lock = threading.Lock()
 
 
 def _langid(text: str, langs: list[str], min_prob: float = 0.0) -> str:

@@ -109,6 +109,15 @@ class Searcher:
         self.passages = bundle.passages
         self.articles = bundle.articles
         self.article_index = {(a["id"], a["lang"]): i for i, a in enumerate(self.articles)}
+        arts = self.articles
+        self.a_public = np.array([a["audience"] == "public" for a in arts], dtype=bool)
+        self.a_lang = np.array([a["lang"] for a in arts], dtype=object)
+        self.a_expires = np.array([dt.date.fromisoformat(a["expires"]).toordinal() if a.get("expires")
+                                   else dt.date.max.toordinal() for a in arts], dtype=np.int64)
+        self.a_effective = np.array([dt.date.fromisoformat(a["effective"]).toordinal() if a.get("effective")
+                                     else 0 for a in arts], dtype=np.int64)
+        self.a_topics = [set(a["topics"]) for a in arts]
+        self.a_countries = [set(a["countries"]) for a in arts]
         groups = sorted({a["group"] for a in self.articles})
         self.group_ids = groups
         gidx = {g: i for i, g in enumerate(groups)}
@@ -120,7 +129,6 @@ class Searcher:
                                   dtype=np.int64)
         self.p_group = np.array([gidx[p["group"]] for p in self.passages] or [], dtype=np.int64)
         self.p_lang = np.array([p.get("lex_lang") or p["lang"] for p in self.passages] or [], dtype=object)
-        self.p_lang_real = np.array([p["lang"] for p in self.passages] or [], dtype=object)
         self.vectors = self._vectors(n)
         self.headings = bundle.headings if len(bundle.headings) == n else np.zeros_like(self.vectors)
         self.has_heading = np.linalg.norm(self.headings, axis=1) > 0 if n else np.zeros(0, dtype=bool)
@@ -133,8 +141,10 @@ class Searcher:
         langs = np.array([p["lang"] for p in self.passages] or [], dtype=object)
         rng = np.random.default_rng(0)
         self.lang_samples = {}  # passages per language used to estimate the language's baseline similarity
+        self.lang_members = {}  # passage mask per language, for centring
         for lang in sorted(set(langs.tolist())):
-            idx = np.flatnonzero(langs == lang)
+            self.lang_members[lang] = langs == lang
+            idx = np.flatnonzero(self.lang_members[lang])
             self.lang_samples[lang] = idx if len(idx) <= 2000 else np.sort(rng.choice(idx, 2000, replace=False))
         self._sentence_cache: OrderedDict[str, tuple[list[str], np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
@@ -149,22 +159,21 @@ class Searcher:
     # ------------------------------------------------------------------ filters
 
     def eligible(self, f: Filters) -> np.ndarray:
-        """Boolean mask over articles."""
-        today = f.today or dt.date.today()
-        mask = np.ones(len(self.articles), dtype=bool)
-        for i, a in enumerate(self.articles):
-            if (f.audience == "public" or f.internal_only) and a["audience"] != ("internal" if f.internal_only else "public"):
-                mask[i] = False
-            elif a.get("expires") and dt.date.fromisoformat(a["expires"]) < today:
-                mask[i] = False
-            elif a.get("effective") and dt.date.fromisoformat(a["effective"]) > today:
-                mask[i] = False
-            elif f.lang and a["lang"] != f.lang:
-                mask[i] = False
-            elif f.topics and not set(f.topics) & set(a["topics"]):
-                mask[i] = False
-            elif f.countries and "*" not in a["countries"] and not set(f.countries) & set(a["countries"]):
-                mask[i] = False
+        """Boolean mask over articles (per-article fields are parsed once, in __init__)."""
+        today = (f.today or dt.date.today()).toordinal()
+        mask = (self.a_expires >= today) & (self.a_effective <= today)
+        if f.internal_only:
+            mask &= ~self.a_public
+        elif f.audience == "public":
+            mask &= self.a_public
+        if f.lang:
+            mask &= self.a_lang == f.lang
+        if f.topics:
+            wanted = set(f.topics)
+            mask &= np.array([bool(wanted & t) for t in self.a_topics], dtype=bool)
+        if f.countries:
+            wanted = set(f.countries)
+            mask &= np.array([("*" in c) or bool(wanted & c) for c in self.a_countries], dtype=bool)
         return mask
 
     # ------------------------------------------------------------------ search
@@ -262,8 +271,7 @@ class Searcher:
         centred = score.copy()
         spread = []
         for lang, idx in self.lang_samples.items():
-            members = self.p_lang_real == lang
-            centred[members] -= float(score[idx].mean())
+            centred[self.lang_members[lang]] -= float(score[idx].mean())
             spread.append(centred[idx])
         # one spread for all languages: a per-language one inflates z in a language with few passages
         z = centred / max(float(np.concatenate(spread).std()) if spread else 1.0, 1e-6)
