@@ -26,7 +26,10 @@
 
   const setStatus = KB.statusSetter(status);
 
-  const showKey = KB.keyPanel({ key, form: keyForm, bar: keyBar, error: keyError, input: keyInput });
+  const showKey = KB.keyPanel({
+    key, form: keyForm, bar: keyBar, error: keyError, input: keyInput, forget: document.getElementById("key-forget"),
+    onSet: () => { if (ticket.value.trim()) run(); else ticket.focus(); },
+  });
 
   function authHeaders() {
     return { "X-API-Key": key.get() };
@@ -210,20 +213,6 @@
     setStatus(KB.plural(items.length, "results_one", "results_other"));
   }
 
-  keyForm.addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    const v = keyInput.value.trim();
-    if (!v) return;
-    key.set(v);
-    keyInput.value = "";
-    showKey();
-    if (ticket.value.trim()) run(); else ticket.focus();
-  });
-  document.getElementById("key-forget").addEventListener("click", () => {
-    key.clear();
-    showKey();
-    keyInput.focus();
-  });
   ticketForm.addEventListener("submit", (ev) => {
     ev.preventDefault();
     run();

@@ -205,16 +205,33 @@
     };
   }
 
-  /* The API-key form of the agent and admin pages: shown while no key is stored, with an error if any. */
+  /* The API-key form of the agent and admin pages: shown while no key is stored, with an error if any.
+   * Binds the form (store the key, then onSet) and the "forget" button (onForget); returns show(error). */
   function keyPanel(parts) {
-    return function (error) {
+    function show(error) {
       const has = !!parts.key.get();
       parts.form.hidden = has;
       parts.bar.hidden = !has;
       parts.error.hidden = !error;
       parts.error.textContent = error || "";
       if (!has && (error || parts.focusAlways)) parts.input.focus();
-    };
+    }
+    parts.form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const v = parts.input.value.trim();
+      if (!v) return;
+      parts.key.set(v);
+      parts.input.value = "";
+      show();
+      if (parts.onSet) parts.onSet();
+    });
+    parts.forget.addEventListener("click", () => {
+      parts.key.clear();
+      if (parts.onForget) parts.onForget();
+      show();
+      parts.input.focus();
+    });
+    return show;
   }
 
   window.KB = {

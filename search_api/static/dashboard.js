@@ -30,7 +30,10 @@
 
   const setStatus = KB.statusSetter(status);
 
-  const showKey = KB.keyPanel({ key, form: keyForm, bar: keyBar, error: keyError, input: keyInput, focusAlways: true });
+  const showKey = KB.keyPanel({
+    key, form: keyForm, bar: keyBar, error: keyError, input: keyInput, forget: document.getElementById("key-forget"),
+    focusAlways: true, onSet: () => load(), onForget: () => { content.hidden = true; },
+  });
 
   function iso(d) {
     return d.toISOString().slice(0, 10);
@@ -384,20 +387,6 @@
     if (heading && heading.id) b.setAttribute("aria-describedby", heading.id);
     b.addEventListener("click", () => downloadCsv(b.dataset.report, b));
   }
-  keyForm.addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    const v = keyInput.value.trim();
-    if (!v) return;
-    key.set(v);
-    keyInput.value = "";
-    showKey();
-    load();
-  });
-  document.getElementById("key-forget").addEventListener("click", () => {
-    key.clear();
-    content.hidden = true;
-    showKey();
-  });
   rangeForm.addEventListener("submit", (ev) => {
     ev.preventDefault();
     load();
