@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from helpers import write_article
 
 ADMIN_HEADERS: dict = {}
 ALLOWED_ORIGIN = "https://help.example.com"
@@ -717,20 +718,6 @@ def test_access_sweep_public_never_sees_internal(client, kb_service, keys):
 
 # ---------------------------------------------------------------------------- 5. hot swap
 
-ARTICLE = """---
-id: {id}
-title: "{title}"
-lang: en
-topics: [{topic}]
-countries: ["*"]
-audience: public
-updated: 2026-10-01
----
-
-## {heading}
-
-{body}
-"""
 TINY_TOPICS = [("tracking", "Tracking a parcel", "Track your parcel with the waybill number on the label."),
                ("customs", "Customs duties", "Customs duties and taxes are paid by the receiver before delivery."),
                ("returns", "Returning a parcel", "Start a return from your account within 30 days of delivery."),
@@ -739,12 +726,8 @@ TINY_TOPICS = [("tracking", "Tracking a parcel", "Track your parcel with the way
 
 def _tiny_tree(root: Path, tag: str) -> Path:
     for i, (topic, heading, body) in enumerate(TINY_TOPICS):
-        folder = root / topic
-        folder.mkdir(parents=True, exist_ok=True)
-        aid = f"{tag.lower()}-{topic}-{i}"
-        text = ARTICLE.format(id=aid, title=f"{tag} {heading}", topic=topic, heading=heading,
-                              body=(body + " ") * 3 + f"This is the {tag} edition.")
-        (folder / f"{aid}.en.md").write_text(text, encoding="utf-8")
+        write_article(root, f"{tag.lower()}-{topic}-{i}", f"{tag} {heading}",
+                      (body + " ") * 3 + f"This is the {tag} edition.", topic=topic, heading=heading)
     return root
 
 

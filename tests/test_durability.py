@@ -14,23 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import write_article
 
 from kb.embedder import HashEncoder
 from kb.index import build
-
-ARTICLE = """---
-id: durable-{i}
-title: "Durable article {i}"
-lang: en
-topics: [claims]
-countries: ["*"]
-audience: public
-updated: 2026-11-01
----
-## Body
-
-Claims and refunds text number {i}.
-"""
 
 
 def _free_port() -> int:
@@ -41,10 +28,9 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_acknowledged_writes_survive_sigkill(tmp_path: Path):
-    arts = tmp_path / "articles" / "claims"
-    arts.mkdir(parents=True)
     for i in range(3):
-        (arts / f"durable-{i}.en.md").write_text(ARTICLE.format(i=i))
+        write_article(tmp_path / "articles", f"durable-{i}", f"Durable article {i}", f"Claims and refunds text number {i}.",
+                      topic="claims")
     build(tmp_path / "articles", tmp_path / "index", HashEncoder())
     db = tmp_path / "kb.sqlite3"
     port = _free_port()

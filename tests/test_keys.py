@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import write_article
 
 from kb.keys import KeyStore
 
@@ -70,20 +71,6 @@ def test_no_plaintext_secret_stored(tmp_path):
 
 # ---------------------------------------------------------------------------- the CLI against the app
 
-ARTICLE = """---
-id: {id}
-title: "{title}"
-lang: en
-topics: [{topic}]
-countries: ["*"]
-audience: {audience}
-updated: 2026-10-01
----
-
-## {title}
-
-{body}
-"""
 
 
 def _kb(*args: str) -> subprocess.CompletedProcess:
@@ -104,10 +91,8 @@ def tiny_app(tmp_path):
     for aid, title, topic, audience in (("track-a-parcel", "Track a parcel", "tracking", "public"),
                                         ("refund-limits", "Refund limits for agents", "support-procedures",
                                          "internal")):
-        (arts / topic).mkdir(parents=True)
-        (arts / topic / f"{aid}.en.md").write_text(ARTICLE.format(
-            id=aid, title=title, topic=topic, audience=audience,
-            body=f"{title}: the waybill number is on the label, refunds up to USD 50. " * 3))
+        write_article(arts, aid, title, f"{title}: the waybill number is on the label, refunds up to USD 50. " * 3,
+                      topic=topic, audience=audience)
     build(arts, tmp_path / "index", HashEncoder())
     db = tmp_path / "var" / "kb.sqlite3"
     app = create_app({"INDEX_DIR": str(tmp_path / "index"), "DB_PATH": str(db), "ENCODER": "hash",
