@@ -95,7 +95,9 @@ def _bounds(since: Day, until: Day) -> tuple[str, str]:
 
 def _scrub(text: Any) -> str:
     """Redacted, then cut to MAX_TEXT: cutting first could split a phone number and leave half of it."""
-    return redact(str(text or "")[:MAX_REDACT])[:MAX_TEXT]
+    # lone surrogates are valid in JSON but not in UTF-8: SQLite would refuse the whole row
+    text = str(text or "")[:MAX_REDACT].encode("utf-8", "replace").decode("utf-8")
+    return redact(text)[:MAX_TEXT]
 
 
 def _ident(value: Any, what: str, required: bool = False) -> str | None:

@@ -545,3 +545,12 @@ def test_stats_purge_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_to_csv() -> None:
     text = to_csv([{"query": "=HYPERLINK(1)", "n": 2, "langs": {"bn": 1}}, {"query": "a,b", "extra": None}])
     assert text.splitlines() == ["query,n,langs,extra", "'=HYPERLINK(1),2,\"{\"\"bn\"\":1}\",", '"a,b",,,']
+
+
+def test_lone_surrogates_are_stored_not_refused(tmp_path: Path) -> None:
+    """The HTTP layer answers 400 for them; a library caller still gets its row stored."""
+    with SQLiteStore(tmp_path / "a.sqlite3") as store:
+        fid = store.record_feedback("hs-codes", True, comment="broken \ud83d emoji")
+    raw = sqlite3.connect(tmp_path / "a.sqlite3").execute("SELECT comment_redacted FROM feedback WHERE id=?",
+                                                          (fid,)).fetchone()
+    assert raw is not None and raw[0] == "broken ? emoji"
