@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +44,8 @@ FILE_RE = re.compile(r"^(?P<id>[^.]+)\.(?P<lang>[a-z]{2})\.md$")
 MAX_BYTES = 1_000_000
 MAX_YAML_DEPTH = 20
 REQUIRED = ("id", "title", "lang", "topics", "countries", "audience", "updated")
-OPTIONAL = ("translation_of", "effective", "expires")
+OPTIONAL = ("translation_of", "effective", "expires", "questions")
+MAX_QUESTION_CHARS = 200
 
 
 @dataclass
@@ -73,6 +75,7 @@ class Article:
     expires: dt.date | None = None
     content_hash: str = ""
     links: list[tuple[str, int]] = field(default_factory=list)
+    questions: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def group(self) -> str:
@@ -227,6 +230,8 @@ def parse_file(path: Path, display: str) -> tuple[Article | None, list[Problem]]
         bad(ln("translation_of"), f"translation_of {tr!r} is not an article id")
     if not body.strip():
         bad(body_line, "empty body: write the article below the front matter")
+    qnode = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == "questions"), None)
+    questions = _questions(qnode, meta.get("questions"), tr, ln("questions"), fm_offset, bad) if qnode is not None else {}
 
     m = FILE_RE.match(path.name)
     if not m:
@@ -249,9 +254,47 @@ def parse_file(path: Path, display: str) -> tuple[Article | None, list[Problem]]
         id=aid, lang=lang, title=title.strip(), topics=list(topics), countries=list(countries),
         audience=audience, updated=dates["updated"], body=body, path=display, body_line=body_line,
         translation_of=tr, effective=dates.get("effective"), expires=dates.get("expires"),
-        content_hash=hashlib.sha256(text.encode()).hexdigest(), links=links,
+        content_hash=hashlib.sha256(text.encode()).hexdigest(), links=links, questions=questions,
     )
     return art, probs
+
+
+def _questions(node: yaml.Node, value: object, translation_of: object, line: int, offset: int,
+               bad) -> dict[str, list[str]]:
+    """`questions`: what customers ask that this article answers, per language (searched like the text).
+
+    They live on the source article only, one list per language, so a question in Tamil can lead to an
+    article that exists only in English.
+    """
+    if translation_of:
+        bad(line, f"questions belong in the source article '{translation_of}' (one list per language there)")
+        return {}
+    if not isinstance(node, yaml.MappingNode) or not isinstance(value, dict):
+        bad(line, "questions must map a language code to a list of questions, e.g. ta: [\"...\"]")
+        return {}
+    out: dict[str, list[str]] = {}
+    for knode, vnode in node.value:
+        lang, kline = knode.value, knode.start_mark.line + offset + 1
+        if lang not in ISO639_1:
+            bad(kline, f"questions: unknown language {lang!r}: use an ISO 639-1 code such as {', '.join(PRODUCT_LANGS)}")
+            continue
+        if not isinstance(vnode, yaml.SequenceNode) or not vnode.value:
+            bad(kline, f"questions.{lang} must be a non-empty list of questions")
+            continue
+        seen: set[str] = set()
+        for item in vnode.value:
+            iline = item.start_mark.line + offset + 1
+            text = item.value.strip() if isinstance(item, yaml.ScalarNode) and item.tag.endswith(":str") else None
+            if not text:
+                bad(iline, f"questions.{lang}: each question must be non-empty text")
+            elif len(text) > MAX_QUESTION_CHARS:
+                bad(iline, f"questions.{lang}: question longer than {MAX_QUESTION_CHARS} characters")
+            elif text.casefold() in seen:
+                bad(iline, f"questions.{lang}: duplicate question {text!r}")
+            else:
+                seen.add(text.casefold())
+                out.setdefault(lang, []).append(unicodedata.normalize("NFC", text))
+    return out
 
 
 def check_tree(root: Path) -> tuple[list[Article], list[Problem]]:

@@ -169,6 +169,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate", action="store_true", help="fit and write the confidence calibration")
     p.add_argument("--lexical-gate", choices=["script", "language"], help="override the lexical gate")
     p.add_argument("--heading-weight", type=float, help="override the title/heading share of dense scores")
+    p.add_argument("--question-weight", type=float,
+                   help="override the RRF weight of editor-written questions (0 = ignore them)")
     p.add_argument("--lexical-weights", help="override per-language lexical weights, e.g. en=0.2,ta=0.1")
     p.add_argument("--encoder", default=None)
     p.set_defaults(func=cmd_eval)

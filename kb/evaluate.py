@@ -170,6 +170,8 @@ def run_eval(args: argparse.Namespace) -> int:
     searcher = Searcher(bundle, encoder)
     if getattr(args, "heading_weight", None) is not None:
         searcher.config.heading_weight = args.heading_weight
+    if getattr(args, "question_weight", None) is not None:
+        searcher.config.question_weight = args.question_weight
     if getattr(args, "lexical_gate", None):
         searcher.config.lexical_gate = args.lexical_gate
     if getattr(args, "lexical_weights", None):

@@ -27,8 +27,9 @@ from .embedder import QUERY_PREFIX, Encoder, file_sha256
 from .lexical import LexicalIndex
 from .passages import Passage, split_article
 
-FORMAT_VERSION = 2
-FILES = ("vectors.faiss", "headings.npy", "passages.jsonl", "articles.json", "lexical.sqlite")
+FORMAT_VERSION = 3
+FILES = ("vectors.faiss", "headings.npy", "passages.jsonl", "articles.json", "lexical.sqlite", "questions.jsonl",
+         "questions.npy")
 KEEP_BUNDLES = 3
 
 
@@ -143,9 +144,30 @@ def embed_passages(passages: list[Passage], encoder: Encoder, cache: EmbeddingCa
     return vectors, headings, c1 + c2, r1 + r2
 
 
+def article_questions(articles: list[Article]) -> list[dict]:
+    """One row per editor-written question: the translation group it leads to, its language and text."""
+    return [{"group": a.group, "article_id": a.id, "lang": lang, "text": text}
+            for a in articles for lang, texts in sorted(a.questions.items()) for text in texts]
+
+
+def embed_questions(questions: list[dict], encoder: Encoder, cache: EmbeddingCache | None,
+                    progress: bool = False) -> tuple[np.ndarray, int, int]:
+    """Questions are embedded as queries: e5 matches a question to a question best with `query:` on both."""
+    if not questions:
+        return np.zeros((0, encoder.dim), dtype=np.float32), 0, 0
+    return embed_texts([q["text"] for q in questions], encoder, cache, as_query=True, progress=progress,
+                       desc="questions")
+
+
 def write_bundle(directory: Path, articles: list[Article], passages: list[Passage], vectors: np.ndarray,
-                 headings: np.ndarray, encoder: Encoder, store_kind: str = "flat", extra: dict | None = None) -> dict:
+                 headings: np.ndarray, encoder: Encoder, store_kind: str = "flat", extra: dict | None = None,
+                 questions: list[dict] | None = None, question_vectors: np.ndarray | None = None) -> dict:
     """Write the bundle files into an existing empty directory and return its manifest."""
+    questions = questions or []
+    if question_vectors is None:
+        question_vectors = np.zeros((0, encoder.dim), dtype=np.float32)
+    if len(question_vectors) != len(questions):
+        raise ValueError(f"{len(questions)} questions but {len(question_vectors)} question vectors")
     store = create_store(store_kind, encoder.dim)
     if len(passages):
         store.add(vectors)
@@ -155,6 +177,11 @@ def write_bundle(directory: Path, articles: list[Article], passages: list[Passag
     with open(directory / "passages.jsonl", "w", encoding="utf-8") as f:
         for p in passages:
             f.write(json.dumps(p.to_dict(), ensure_ascii=False) + "\n")
+    with open(directory / "questions.npy", "wb") as f:
+        np.save(f, np.ascontiguousarray(question_vectors, dtype=np.float32).reshape(len(questions), encoder.dim))
+    with open(directory / "questions.jsonl", "w", encoding="utf-8") as f:
+        for q in questions:
+            f.write(json.dumps(q, ensure_ascii=False) + "\n")
     arts = [dict(a.meta(), body=a.body) for a in articles]
     (directory / "articles.json").write_text(json.dumps(arts, ensure_ascii=False), encoding="utf-8")
     LexicalIndex.build(directory / "lexical.sqlite", [p.embed_text for p in passages])
@@ -166,7 +193,8 @@ def write_bundle(directory: Path, articles: list[Article], passages: list[Passag
         "model": {"id": encoder.model_id, "checksum": encoder.checksum},
         "dim": encoder.dim,
         "store": store_kind,
-        "counts": {"articles": len(articles), "passages": len(passages), "languages": langs},
+        "counts": {"articles": len(articles), "passages": len(passages), "questions": len(questions),
+                   "languages": langs},
         "articles": {f"{a.id}.{a.lang}": a.content_hash for a in articles},
         "files": {name: file_sha256(directory / name) for name in FILES},
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -193,13 +221,17 @@ def build(articles_dir: Path, index_dir: Path, encoder: Encoder, store_kind: str
     cache = EmbeddingCache(index_dir / "embcache.sqlite")
     try:
         vectors, headings, computed, reused = embed_passages(passages, encoder, cache, progress=progress)
+        questions = article_questions(articles)
+        qvecs, qc, qr = embed_questions(questions, encoder, cache, progress=progress)
+        computed, reused = computed + qc, reused + qr
     finally:
         cache.close()
     name = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.getpid()}-{int(time.time() * 1e6) % 1000000:06d}"
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=bundles))
     try:
         manifest = write_bundle(tmp, articles, passages, vectors, headings, encoder, store_kind,
-                                extra={"build_seconds": round(time.perf_counter() - t0, 3)})
+                                extra={"build_seconds": round(time.perf_counter() - t0, 3)},
+                                questions=questions, question_vectors=qvecs)
         os.rename(tmp, bundles / name)
         _fsync_dir(bundles)
     except BaseException:
@@ -252,6 +284,8 @@ class Bundle:
     store: VectorStore
     lexical: LexicalIndex
     headings: np.ndarray
+    questions: list[dict] = field(default_factory=list)
+    question_vectors: np.ndarray | None = None
 
     @classmethod
     def open(cls, index_dir: Path, model_checksum: str | None = None, name: str | None = None) -> Bundle:
@@ -289,4 +323,10 @@ class Bundle:
         headings = np.load(path / "headings.npy")
         if headings.shape != (len(passages), manifest["dim"]):
             raise BundleError(f"{path}: headings.npy has shape {headings.shape}, expected {(len(passages), manifest['dim'])}")
-        return cls(name, path, manifest, passages, articles, store, LexicalIndex(path / "lexical.sqlite"), headings)
+        with open(path / "questions.jsonl", encoding="utf-8") as f:
+            questions = [json.loads(line) for line in f]
+        qvecs = np.load(path / "questions.npy")
+        if qvecs.shape != (len(questions), manifest["dim"]):
+            raise BundleError(f"{path}: questions.npy has shape {qvecs.shape}, expected {(len(questions), manifest['dim'])}")
+        return cls(name, path, manifest, passages, articles, store, LexicalIndex(path / "lexical.sqlite"), headings,
+                   questions, qvecs)

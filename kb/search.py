@@ -71,6 +71,9 @@ class SearchConfig:
     lexical_gate: str = "language"
     candidates: int = 200
     heading_weight: float = 0.35  # share of the title/heading cosine in a passage's dense score
+    # RRF weight of the editor-written questions (front matter `questions`), matched query-to-query and
+    # centred per question language like passages
+    question_weight: float = 1.0
     max_results: int = 50
     stale_days: int = 365
     calibration: Calibration = field(default_factory=Calibration.load)
@@ -130,6 +133,14 @@ class Searcher:
         self.p_group = np.array([gidx[p["group"]] for p in self.passages] or [], dtype=np.int64)
         self.p_lang = np.array([p.get("lex_lang") or p["lang"] for p in self.passages] or [], dtype=object)
         self.vectors = self._vectors(n)
+        self.a_group = np.array([gidx[a["group"]] for a in arts] or [], dtype=np.int64)
+        qrows = [q for q in bundle.questions if q["group"] in gidx]
+        qv = bundle.question_vectors
+        keep = [i for i, q in enumerate(bundle.questions) if q["group"] in gidx]
+        self.q_vectors = qv[keep] if qv is not None and len(keep) else np.zeros((0, encoder.dim), np.float32)
+        self.q_group = np.array([gidx[q["group"]] for q in qrows], dtype=np.int64)
+        q_lang = np.array([q["lang"] for q in qrows], dtype=object)
+        self.q_lang_members = {lang: q_lang == lang for lang in sorted(set(q_lang.tolist()))}
         self.headings = bundle.headings if len(bundle.headings) == n else np.zeros_like(self.vectors)
         self.has_heading = np.linalg.norm(self.headings, axis=1) > 0 if n else np.zeros(0, dtype=bool)
         # a heading shared by many passages (one title over a whole document) says little about each of them
@@ -191,6 +202,7 @@ class Searcher:
         dense_scores = np.full(len(self.passages), -1.0, dtype=np.float32)
         zscores = np.zeros(len(self.passages), dtype=np.float32)
         dense_rank: dict[int, int] = {}
+        question_rank: dict[int, int] = {}
         lex_rank: dict[int, int] = {}
         lex_hits: set[int] = set()
         if p_mask.any():
@@ -201,6 +213,7 @@ class Searcher:
                 allowed_idx = np.flatnonzero(p_mask)
                 top = allowed_idx[np.argsort(-centred[allowed_idx], kind="stable")[: self.config.candidates]]
                 dense_rank = _rank_groups(top.tolist(), self.p_group)
+                question_rank = self._question_rank(qvec, p_mask)
             lex_weight = 1.0 if mode == "lexical" else self.config.lexical_weights.get(
                 guess.lang, self.config.default_lexical_weight)
             if mode in ("lexical", "hybrid") and lex_weight > 0:
@@ -221,6 +234,8 @@ class Searcher:
             fused[g] = fused.get(g, 0.0) + c.dense_weight / (c.rrf_k + r + 1)
         for g, r in lex_rank.items():
             fused[g] = fused.get(g, 0.0) + lex_weight / (c.rrf_k + r + 1)
+        for g, r in question_rank.items():
+            fused[g] = fused.get(g, 0.0) + c.question_weight / (c.rrf_k + r + 1)
         ranked = sorted(fused, key=lambda g: (-fused[g], g))[: c.max_results]
         results = []
         for pos, g in enumerate(ranked[offset : offset + limit]):
@@ -276,6 +291,19 @@ class Searcher:
         # one spread for all languages: a per-language one inflates z in a language with few passages
         z = centred / max(float(np.concatenate(spread).std()) if spread else 1.0, 1e-6)
         return score, centred, z
+
+    def _question_rank(self, qvec: np.ndarray, p_mask: np.ndarray) -> dict[int, int]:
+        """Groups ranked by their best editor-written question (centred per question language)."""
+        if not len(self.q_vectors) or self.config.question_weight <= 0:
+            return {}
+        sims = self.q_vectors @ qvec
+        for members in self.q_lang_members.values():
+            sims[members] -= float(sims[members].mean())
+        open_groups = np.zeros(len(self.group_ids), dtype=bool)
+        open_groups[self.p_group[p_mask]] = True
+        idx = np.flatnonzero(open_groups[self.q_group])
+        top = idx[np.argsort(-sims[idx], kind="stable")[: self.config.candidates]]
+        return _rank_groups(top.tolist(), self.q_group)
 
     def _top_confidence(self, ranked: list[int], zscores: np.ndarray, p_mask: np.ndarray) -> float:
         if not ranked:

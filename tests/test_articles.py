@@ -83,6 +83,42 @@ def test_each_error_kind(tmp_path, text, expected):
     assert any(p.startswith(expected) for p in probs), probs
 
 
+QUESTIONS = 'questions:\n  ta: ["பார்சல் சுங்கத்தில் நிற்கிறது", "customs hold eppadi"]\n  am: ["ዕቃዬ ጉምሩክ ላይ ተይዟል"]\n'
+
+
+def test_questions_parsed_per_language(tmp_path):
+    write(tmp_path, "alpha.en.md", GOOD.format(id="alpha", lang="en", extra=QUESTIONS, link="alpha"))
+    articles, probs = check_tree(tmp_path / "articles")
+    assert probs == []
+    assert articles[0].questions == {"ta": ["பார்சல் சுங்கத்தில் நிற்கிறது", "customs hold eppadi"],
+                                     "am": ["ዕቃዬ ጉምሩክ ላይ ተይዟል"]}
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ("questions: [one, two]\n", "9: questions must map a language code to a list"),
+    ("questions:\n  xx: [hello]\n", "10: questions: unknown language 'xx'"),
+    ("questions:\n  ta: []\n", "10: questions.ta must be a non-empty list"),
+    ("questions:\n  ta: hello\n", "10: questions.ta must be a non-empty list"),
+    ("questions:\n  ta:\n    - one\n    - ''\n", "12: questions.ta: each question must be non-empty text"),
+    ("questions:\n  ta:\n    - one\n    - [nested]\n", "12: questions.ta: each question must be non-empty text"),
+    ("questions:\n  ta:\n    - same\n    - Same\n", "12: questions.ta: duplicate question 'Same'"),
+    ("questions:\n  en:\n    - " + "x" * 201 + "\n", "11: questions.en: question longer than 200"),
+])
+def test_questions_errors_name_their_line(tmp_path, extra, expected):
+    write(tmp_path, "alpha.en.md", GOOD.format(id="alpha", lang="en", extra=extra, link="alpha"))
+    probs = problems(tmp_path)
+    assert any(p.startswith("articles/customs/alpha.en.md:" + expected) for p in probs), probs
+
+
+def test_questions_only_on_the_source_article(tmp_path):
+    write(tmp_path, "alpha.en.md", GOOD.format(id="alpha", lang="en", extra="", link="alpha"))
+    write(tmp_path, "alpha-ta.ta.md", GOOD.format(id="alpha-ta", lang="ta", extra="translation_of: alpha\n" + QUESTIONS,
+                                                  link="alpha"))
+    probs = problems(tmp_path)
+    assert probs == ["articles/customs/alpha-ta.ta.md:10: questions belong in the source article 'alpha' "
+                     "(one list per language there)"], probs
+
+
 def test_duplicate_id_and_lang(tmp_path):
     write(tmp_path, "alpha.en.md", GOOD.format(id="alpha", lang="en", extra="", link="alpha"))
     write(tmp_path, "alpha.en.md", GOOD.format(id="alpha", lang="en", extra="", link="alpha").replace(

@@ -64,13 +64,37 @@ def test_round_trip(tmp_path):
     # 10 passage vectors + 10 title/heading vectors
     assert (report.articles, report.passages, report.computed, report.reused) == (5, 10, 20, 0)
     b = Bundle.open(tmp_path / "index", model_checksum=enc.checksum)
-    assert b.manifest["counts"] == {"articles": 5, "passages": 10, "languages": {"en": 5}}
+    assert b.manifest["counts"] == {"articles": 5, "passages": 10, "questions": 0, "languages": {"en": 5}}
     assert b.manifest["model"]["checksum"] == enc.checksum and b.manifest["dim"] == enc.dim
     assert set(b.manifest["articles"]) == {f"art-{i:03d}.en" for i in range(5)}
     assert b.store.count == 10 and len(b.passages) == 10
     target = next(p for p in b.passages if p["article_id"] == "art-003")
     _s, ids = b.store.search(enc.encode_query(target["text"]), 1)
     assert b.passages[int(ids[0])]["id"] == target["id"]
+
+
+def test_questions_are_stored_embedded_as_queries_and_searched(tmp_path):
+    arts = make_tree(tmp_path, 4)
+    page = arts / "customs" / "art-002.en.md"
+    page.write_text(page.read_text().replace(
+        "updated: 2026-11-01\n", 'updated: 2026-11-01\nquestions:\n  ta: ["zebra crossing quokka"]\n  en: ["velvet"]\n'))
+    enc = HashEncoder()
+    report = build(arts, tmp_path / "index", enc)
+    b = Bundle.open(tmp_path / "index", model_checksum=enc.checksum)
+    assert b.manifest["counts"]["questions"] == 2 and report.computed == 16 + 2
+    assert [(q["group"], q["lang"], q["text"]) for q in b.questions] == [
+        ("art-002", "en", "velvet"), ("art-002", "ta", "zebra crossing quokka")]
+    np.testing.assert_allclose(b.question_vectors[1], enc.encode_query("zebra crossing quokka"), atol=1e-6)
+    from kb.search import Filters, Searcher
+
+    s = Searcher(b, enc)
+    res = s.search("zebra crossing quokka", Filters(), mode="dense")
+    assert res["results"][0]["group"] == "art-002"
+    s.config.question_weight = 0.0  # the question leg is what found it: the text shares nothing with it
+    assert s.search("zebra crossing quokka", Filters(), mode="dense")["results"][0]["group"] != "art-002"
+    (tmp_path / "index" / "bundles" / current_name(tmp_path / "index") / "questions.npy").write_bytes(b"junk")
+    with pytest.raises(BundleError, match="questions.npy"):
+        Bundle.open(tmp_path / "index")
 
 
 def test_reader_refuses_corrupt_or_foreign_bundles(tmp_path):
