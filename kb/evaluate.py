@@ -177,6 +177,9 @@ def run_eval(args: argparse.Namespace) -> int:
     if getattr(args, "lexical_weights", None):
         searcher.config.lexical_weights = {k: float(v) for k, v in
                                            (kv.split("=") for kv in args.lexical_weights.split(","))}
+    if getattr(args, "question_lexical_weights", None):
+        searcher.config.question_lexical_weights = {k: float(v) for k, v in (
+            kv.split("=") for kv in args.question_lexical_weights.split(","))}
     qvecs = encoder.encode_queries([q["text"] for q in queries]) if any(m != "lexical" for m in modes) else None
     report: dict = {"set": str(args.set_dir or args.queries), "n_queries": len(queries), "modes": {}}
     per_query: dict[str, list] = {}
@@ -195,6 +198,11 @@ def run_eval(args: argparse.Namespace) -> int:
             rows.append({"lang": q.get("lang", "und"), "metrics": score_query(ranked, rels) if rels else None,
                          "flagged": flagged, "conf": per_query.get(q["id"], [(None, 0)])[-1][1], "id": q["id"]})
         report["modes"][mode] = aggregate(rows)
+        if any("note" in q for q in queries):
+            # labelled set: queries whose answer exists only in English (note "cross-lingual") vs the rest
+            split = [dict(r, lang=f"{r['lang']}/{'cross' if 'cross-lingual' in q.get('note', '') else 'same'}")
+                     for r, q in zip(rows, queries, strict=True) if r["metrics"] is not None]
+            report["modes"][mode]["per_subset"] = aggregate(split)["per_lang"]
         if mode == "hybrid" and args.calibrate:
             report["calibration"] = calibrate(searcher, queries, qrels, qvecs)
     _print(report)
@@ -252,7 +260,7 @@ def _print(report: dict) -> None:
         print(f"\n== {mode}")
         extra = ["no_answer_precision", "no_answer_recall"] if "n_no_answer" in res["overall"] else []
         print("lang".ljust(12) + "".join(m.rjust(11) for m in metrics + extra))
-        for lang, row in [*res["per_lang"].items(), ("OVERALL", res["overall"])]:
+        for lang, row in [*res["per_lang"].items(), ("OVERALL", res["overall"]), *res.get("per_subset", {}).items()]:
             print(lang.ljust(12) + "".join(str(row.get(m, "")).rjust(11) for m in metrics + extra))
     if "calibration" in report:
         print("\ncalibration:", json.dumps(report["calibration"]))

@@ -184,7 +184,7 @@ def write_bundle(directory: Path, articles: list[Article], passages: list[Passag
             f.write(json.dumps(q, ensure_ascii=False) + "\n")
     arts = [dict(a.meta(), body=a.body) for a in articles]
     (directory / "articles.json").write_text(json.dumps(arts, ensure_ascii=False), encoding="utf-8")
-    LexicalIndex.build(directory / "lexical.sqlite", [p.embed_text for p in passages])
+    LexicalIndex.build(directory / "lexical.sqlite", [p.embed_text for p in passages], [q["text"] for q in questions])
     langs: dict[str, int] = {}
     for a in articles:
         langs[a.lang] = langs.get(a.lang, 0) + 1

@@ -65,7 +65,8 @@ def query_terms(text: str) -> list[str]:
 
 
 class LexicalIndex:
-    """FTS5 table of passage texts; rowid = position of the passage in the bundle."""
+    """FTS5 tables: `fts` holds passage texts (rowid = passage position in the bundle), `questions` the
+    editor-written questions (rowid = question position)."""
 
     def __init__(self, path: Path):
         # Copied into memory: queries never touch the file, so pruning an old bundle cannot break a reader.
@@ -80,23 +81,28 @@ class LexicalIndex:
             src.close()
         self._lock = threading.Lock()
 
+    TABLES = ("fts", "questions")
+
     @staticmethod
-    def build(path: Path, texts: list[str]) -> None:
+    def build(path: Path, texts: list[str], questions: list[str] | None = None) -> None:
         conn = sqlite3.connect(path)
         try:
-            conn.execute("CREATE VIRTUAL TABLE fts USING fts5(body, tokenize='unicode61 remove_diacritics 0', prefix='2 3')")
-            conn.executemany("INSERT INTO fts(rowid, body) VALUES (?, ?)",
-                             ((i, " ".join(tokenize(t))) for i, t in enumerate(texts)))
+            for table, rows in zip(LexicalIndex.TABLES, (texts, questions or []), strict=True):
+                conn.execute(f"CREATE VIRTUAL TABLE {table} USING fts5(body, "
+                             "tokenize='unicode61 remove_diacritics 0', prefix='2 3')")
+                conn.executemany(f"INSERT INTO {table}(rowid, body) VALUES (?, ?)",
+                                 ((i, " ".join(tokenize(t))) for i, t in enumerate(rows)))
             conn.commit()
         finally:
             conn.close()
 
-    def search(self, text: str, limit: int = 100, rowids: set[int] | None = None) -> list[tuple[int, float]]:
+    def search(self, text: str, limit: int = 100, rowids: set[int] | None = None,
+               table: str = "fts") -> list[tuple[int, float]]:
         """(rowid, score) best first; score is -bm25 (higher is better). ``rowids`` restricts the pool."""
         terms = query_terms(text)
-        if not terms:
+        if not terms or table not in self.TABLES:
             return []
-        sql = "SELECT rowid, -bm25(fts) FROM fts WHERE fts MATCH ? ORDER BY bm25(fts) LIMIT ?"
+        sql = f"SELECT rowid, -bm25({table}) FROM {table} WHERE {table} MATCH ? ORDER BY bm25({table}) LIMIT ?"
         fetch = limit if rowids is None else max(limit * 5, 500)
         try:
             with self._lock:

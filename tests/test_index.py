@@ -75,21 +75,25 @@ def test_round_trip(tmp_path):
 
 def test_questions_are_stored_embedded_as_queries_and_searched(tmp_path):
     arts = make_tree(tmp_path, 4)
-    page = arts / "customs" / "art-002.en.md"
-    page.write_text(page.read_text().replace(
-        "updated: 2026-11-01\n", 'updated: 2026-11-01\nquestions:\n  ta: ["zebra crossing quokka"]\n  en: ["velvet"]\n'))
+    asked = {0: "harbour lantern", 1: "copper kettle", 2: "zebra crossing quokka", 3: "violin bow"}
+    for i, text in asked.items():
+        page = arts / "customs" / f"art-{i:03d}.en.md"
+        extra = f'questions:\n  ta: ["{text}"]\n' + ('  en: ["velvet"]\n' if i == 2 else "")
+        page.write_text(page.read_text().replace("updated: 2026-11-01\n", "updated: 2026-11-01\n" + extra))
     enc = HashEncoder()
     report = build(arts, tmp_path / "index", enc)
     b = Bundle.open(tmp_path / "index", model_checksum=enc.checksum)
-    assert b.manifest["counts"]["questions"] == 2 and report.computed == 16 + 2
-    assert [(q["group"], q["lang"], q["text"]) for q in b.questions] == [
+    assert b.manifest["counts"]["questions"] == 5 and report.computed == 16 + 5
+    assert [(q["group"], q["lang"], q["text"]) for q in b.questions if q["group"] == "art-002"] == [
         ("art-002", "en", "velvet"), ("art-002", "ta", "zebra crossing quokka")]
-    np.testing.assert_allclose(b.question_vectors[1], enc.encode_query("zebra crossing quokka"), atol=1e-6)
+    row = next(i for i, q in enumerate(b.questions) if q["text"] == "zebra crossing quokka")
+    np.testing.assert_allclose(b.question_vectors[row], enc.encode_query("zebra crossing quokka"), atol=1e-6)
     from kb.search import Filters, Searcher
 
     s = Searcher(b, enc)
     res = s.search("zebra crossing quokka", Filters(), mode="dense")
     assert res["results"][0]["group"] == "art-002"
+    assert s.search("zebra crossing quokka", Filters(), mode="lexical")["results"][0]["group"] == "art-002"
     s.config.question_weight = 0.0  # the question leg is what found it: the text shares nothing with it
     assert s.search("zebra crossing quokka", Filters(), mode="dense")["results"][0]["group"] != "art-002"
     (tmp_path / "index" / "bundles" / current_name(tmp_path / "index") / "questions.npy").write_bytes(b"junk")
