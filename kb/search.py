@@ -316,8 +316,8 @@ class Searcher:
     def _semantic(self, qvec: np.ndarray, zscores: np.ndarray, p_mask: np.ndarray) -> np.ndarray:
         """Semantic score per translation group (-inf where nothing is eligible).
 
-        Best passage z plus ``question_weight`` x best editor-written question z (questions are centred per
-        language and scaled by their spread, like passages). A group without questions counts its passage
+        Best passage z plus ``question_weight`` x best editor-written question z (questions are z-scored per
+        language). A group without questions counts its passage
         z twice, so adding questions to some articles does not bury the others.
         """
         ng = len(self.group_ids)
@@ -327,9 +327,10 @@ class Searcher:
         if not len(self.q_vectors) or w <= 0:
             return gp
         sims = self.q_vectors @ qvec
-        for members in self.q_lang_members.values():
-            sims[members] -= float(sims[members].mean())
-        zq = sims / max(float(sims.std()), 1e-6)
+        zq = np.empty_like(sims)
+        for members in self.q_lang_members.values():  # hundreds per language: a per-language spread is stable
+            x = sims[members]
+            zq[members] = (x - float(x.mean())) / max(float(x.std()), 1e-6)
         allowed = np.isfinite(gp)[self.q_group]
         gq = np.full(ng, -np.inf)
         np.maximum.at(gq, self.q_group[allowed], zq[allowed])
