@@ -46,6 +46,7 @@ MAX_YAML_DEPTH = 20
 REQUIRED = ("id", "title", "lang", "topics", "countries", "audience", "updated")
 OPTIONAL = ("translation_of", "effective", "expires", "questions")
 MAX_QUESTION_CHARS = 200
+OUT_OF_SCOPE_FILE = "out-of-scope.yaml"
 
 
 @dataclass
@@ -269,32 +270,76 @@ def _questions(node: yaml.Node, value: object, translation_of: object, line: int
     if translation_of:
         bad(line, f"questions belong in the source article '{translation_of}' (one list per language there)")
         return {}
+    return _lists_by_language(node, value, line, offset, bad, "questions")
+
+
+def _lists_by_language(node: yaml.Node, value: object, line: int, offset: int, bad,
+                       name: str) -> dict[str, list[str]]:
+    """Validate a YAML mapping language code -> non-empty list of distinct short texts (NFC)."""
     if not isinstance(node, yaml.MappingNode) or not isinstance(value, dict):
-        bad(line, "questions must map a language code to a list of questions, e.g. ta: [\"...\"]")
+        bad(line, f"{name} must map a language code to a list of questions, e.g. ta: [\"...\"]")
         return {}
     out: dict[str, list[str]] = {}
     for knode, vnode in node.value:
         lang, kline = knode.value, knode.start_mark.line + offset + 1
         if lang not in ISO639_1:
-            bad(kline, f"questions: unknown language {lang!r}: use an ISO 639-1 code such as {', '.join(PRODUCT_LANGS)}")
+            bad(kline, f"{name}: unknown language {lang!r}: use an ISO 639-1 code such as {', '.join(PRODUCT_LANGS)}")
             continue
         if not isinstance(vnode, yaml.SequenceNode) or not vnode.value:
-            bad(kline, f"questions.{lang} must be a non-empty list of questions")
+            bad(kline, f"{name}.{lang} must be a non-empty list of questions")
             continue
         seen: set[str] = set()
         for item in vnode.value:
             iline = item.start_mark.line + offset + 1
             text = item.value.strip() if isinstance(item, yaml.ScalarNode) and item.tag.endswith(":str") else None
             if not text:
-                bad(iline, f"questions.{lang}: each question must be non-empty text")
+                bad(iline, f"{name}.{lang}: each question must be non-empty text")
             elif len(text) > MAX_QUESTION_CHARS:
-                bad(iline, f"questions.{lang}: question longer than {MAX_QUESTION_CHARS} characters")
+                bad(iline, f"{name}.{lang}: question longer than {MAX_QUESTION_CHARS} characters")
             elif text.casefold() in seen:
-                bad(iline, f"questions.{lang}: duplicate question {text!r}")
+                bad(iline, f"{name}.{lang}: duplicate question {text!r}")
             else:
                 seen.add(text.casefold())
                 out.setdefault(lang, []).append(unicodedata.normalize("NFC", text))
     return out
+
+
+def check_out_of_scope(root: Path) -> tuple[dict[str, list[str]], list[Problem]]:
+    """`<articles>/out-of-scope.yaml` (optional): queries the help center does not answer, per language.
+
+    Search compares a query with them and with the articles' questions to decide whether it has a
+    confident answer at all (jobs, share price, weather ... should get "contact us", not a wrong article).
+    """
+    path = Path(root) / OUT_OF_SCOPE_FILE
+    if not path.is_file():
+        return {}, []
+    display = f"{Path(root).name}/{OUT_OF_SCOPE_FILE}"
+    probs: list[Problem] = []
+
+    def bad(line: int, msg: str) -> None:
+        probs.append(Problem(display, line, msg))
+
+    raw = path.read_bytes()
+    if len(raw) > MAX_BYTES:
+        bad(1, f"file too large: {len(raw) / 1e6:.1f} MB (limit {MAX_BYTES / 1e6:.0f} MB)")
+        return {}, probs
+    try:
+        text = raw.decode("utf-8").lstrip("\ufeff")
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        value = yaml.safe_load(text)
+    except UnicodeDecodeError as e:
+        bad(raw[: e.start].count(b"\n") + 1, f"invalid UTF-8 at byte {e.start}: save the file as UTF-8")
+        return {}, probs
+    except yaml.MarkedYAMLError as e:
+        bad((e.problem_mark.line if e.problem_mark else 0) + 1, f"bad YAML: {e.problem or e}")
+        return {}, probs
+    except (yaml.YAMLError, RecursionError) as e:
+        bad(1, f"bad YAML: {type(e).__name__}")
+        return {}, probs
+    if node is None:
+        return {}, probs
+    examples = _lists_by_language(node, value, 1, 0, bad, "out-of-scope")
+    return (examples if not probs else {}), probs
 
 
 def check_tree(root: Path) -> tuple[list[Article], list[Problem]]:
@@ -337,6 +382,7 @@ def check_tree(root: Path) -> tuple[list[Article], list[Problem]]:
         for target, line in a.links:
             if target not in ids:
                 probs.append(Problem(a.path, line, f"broken link: no article with id '{target}'"))
+    probs.extend(check_out_of_scope(root)[1])
     probs.sort(key=lambda p: (p.path, p.line))
     return articles, probs
 

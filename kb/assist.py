@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import regex
 
-from .langs import detect
 from .search import Filters, Searcher
 
 MAX_CHARS = 5000
@@ -150,7 +149,7 @@ def assist(searcher: Searcher, text: str, lang: str | None = None, limit: int = 
     """Entities + merged suggestions for a ticket (``text`` already capped at MAX_CHARS by the caller)."""
     text = text[:MAX_CHARS]
     entities = extract_entities(text)
-    guess = detect(text)
+    guess = searcher.detect(text)
     groups = question_groups(text)
     fused: dict[str, float] = {}
     cards: dict[str, dict] = {}

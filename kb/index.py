@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .ann import VectorStore, create_store
-from .articles import Article, load_articles
+from .articles import Article, check_out_of_scope, load_articles
 from .embedder import QUERY_PREFIX, Encoder, file_sha256
 from .lexical import LexicalIndex
 from .passages import Passage, split_article
@@ -144,10 +144,16 @@ def embed_passages(passages: list[Passage], encoder: Encoder, cache: EmbeddingCa
     return vectors, headings, c1 + c2, r1 + r2
 
 
-def article_questions(articles: list[Article]) -> list[dict]:
-    """One row per editor-written question: the translation group it leads to, its language and text."""
-    return [{"group": a.group, "article_id": a.id, "lang": lang, "text": text}
+def article_questions(articles: list[Article], out_of_scope: dict[str, list[str]] | None = None) -> list[dict]:
+    """One row per editor-written question: the translation group it leads to, its language and text.
+
+    Out-of-scope examples follow with group None: search compares queries with them, never returns them.
+    """
+    rows = [{"group": a.group, "article_id": a.id, "lang": lang, "text": text}
             for a in articles for lang, texts in sorted(a.questions.items()) for text in texts]
+    rows += [{"group": None, "article_id": None, "lang": lang, "text": text}
+             for lang, texts in sorted((out_of_scope or {}).items()) for text in texts]
+    return rows
 
 
 def embed_questions(questions: list[dict], encoder: Encoder, cache: EmbeddingCache | None,
@@ -221,7 +227,7 @@ def build(articles_dir: Path, index_dir: Path, encoder: Encoder, store_kind: str
     cache = EmbeddingCache(index_dir / "embcache.sqlite")
     try:
         vectors, headings, computed, reused = embed_passages(passages, encoder, cache, progress=progress)
-        questions = article_questions(articles)
+        questions = article_questions(articles, check_out_of_scope(Path(articles_dir))[0] if articles_dir else None)
         qvecs, qc, qr = embed_questions(questions, encoder, cache, progress=progress)
         computed, reused = computed + qc, reused + qr
     finally:

@@ -97,12 +97,39 @@ def _script_counts(text: str) -> tuple[dict[str, int], int, int]:
     return counts, latin, deva
 
 
-def romanized_language(text: str) -> str | None:
+Vocabulary = dict[str, frozenset[str]]
+
+
+def romanized_vocabulary(samples: list[tuple[str, str]], english: list[str]) -> Vocabulary:
+    """Words that mark romanized text of each language, learnt from a knowledge base's own text.
+
+    ``samples``: (language, text) pairs, e.g. the articles' questions; the Latin-script ones in a language
+    other than English (the romanized forms editors wrote) contribute their words, minus every word of
+    ``english`` (English questions and passages), minus words shared by two languages.
+    """
+    eng = {w.lower() for t in english for w in WORD_RE.findall(t)}
+    seen: dict[str, set[str]] = {}
+    for lang, text in samples:
+        if lang == "en" or any(ord(ch) > 0x24F and ch.isalpha() for ch in text):
+            continue
+        for w in WORD_RE.findall(text):
+            w = w.lower()
+            if len(w) >= 3 and w not in eng:
+                seen.setdefault(w, set()).add(lang)
+    out: dict[str, set[str]] = {}
+    for w, langs in seen.items():
+        if len(langs) == 1:
+            out.setdefault(next(iter(langs)), set()).add(w)
+    return {lang: frozenset(words) for lang, words in out.items()}
+
+
+def romanized_language(text: str, extra: Vocabulary | None = None) -> str | None:
     words = [w.lower() for w in WORD_RE.findall(text)]
     if not words:
         return None
     best, best_hits, longest = None, 0, 0
-    for lang, vocab in ROMANIZED_WORDS.items():
+    for lang in sorted(set(ROMANIZED_WORDS) | set(extra or {})):
+        vocab = ROMANIZED_WORDS.get(lang, frozenset()) | (extra or {}).get(lang, frozenset())
         hits = [w for w in words if w in vocab]
         if len(hits) > best_hits:
             best, best_hits, longest = lang, len(hits), max(map(len, hits))
@@ -111,16 +138,19 @@ def romanized_language(text: str) -> str | None:
     return None
 
 
-def detect(text: str) -> LangGuess:
+def detect(text: str, romanized: Vocabulary | None = None) -> LangGuess:
+    """``romanized``: extra romanized-word lists (see romanized_vocabulary) on top of the built-in ones."""
     counts, latin, deva = _script_counts(text)
     other = max(counts.items(), key=lambda kv: kv[1]) if counts else (None, 0)
-    if other[0] and other[1] >= max(latin, deva) * 0.5 and other[1] > 0:
-        # mixed script ("HS code എന്താണ്") counts as the non-Latin language
+    # Mixed script ("tracking ላይ 'Held: action required' ይላል", "HS code എന്താണ്") counts as the non-Latin
+    # language however many Latin letters surround it: an Ethiopic or Indic letter is a whole syllable, and
+    # whoever types one reads that language.
+    if other[0] and other[1] >= 2 and other[1] >= deva:
         return LangGuess(other[0], _script_name(other[0]))
-    if deva and deva >= latin * 0.5:
+    if deva >= 2:
         return LangGuess(_langid(text, DEVANAGARI_LANGS) if len(text) > 25 else "hi", "Devanagari")
     if latin:
-        roman = romanized_language(text)
+        roman = romanized_language(text, romanized)
         if roman:
             return LangGuess(roman, "Latin", romanized=True)
         # English is the product's Latin-script language: another one only when the detector is sure

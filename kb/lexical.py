@@ -3,7 +3,8 @@
 FTS5's unicode61 tokenizer keeps combining marks (vowel signs, viramas) inside tokens, but Indic text
 arrives in several equivalent encodings. So text is normalised here first, identically for passages and
 queries: Unicode NFC, old-style Malayalam chillu sequences (consonant + virama + ZWJ) and atomic chillu
-letters both mapped to consonant + virama, remaining ZWJ/ZWNJ removed, case folded. Query terms become
+letters both mapped to consonant + virama, remaining ZWJ/ZWNJ removed, Amharic homophone letter series
+folded, case folded. Query terms become
 prefix terms with trailing vowel signs/viramas dropped, so a stem finds its common inflected forms
 (पार्सल → पार्सलों, பார்சல் → பார்சலை).
 """
@@ -23,6 +24,14 @@ VIRAMA = "\u0d4d"
 CHILLU = {"\u0d7a": "\u0d23", "\u0d7b": "\u0d28", "\u0d7c": "\u0d30", "\u0d7d": "\u0d32", "\u0d7e": "\u0d33",
           "\u0d7f": "\u0d15", "\u0d54": "\u0d2e", "\u0d55": "\u0d2f", "\u0d56": "\u0d34"}
 OLD_CHILLU = regex.compile("([\u0d15-\u0d39])\u0d4d\u200d")
+# Amharic writes one sound with several letter series (ሀ ሐ ኀ, ሰ ሠ, አ ዐ, ጸ ፀ) and spelling varies between
+# writers; the usual IR folding maps each series to one, keeping the vowel order, plus ሃ -> ሀ and ኣ -> አ.
+ETHIOPIC_FOLD = {
+    **{0x1210 + i: 0x1200 + i for i in range(8)}, **{0x1280 + i: 0x1200 + i for i in range(8)},
+    **{0x1220 + i: 0x1230 + i for i in range(8)}, **{0x12D0 + i: 0x12A0 + i for i in range(7)},
+    **{0x1340 + i: 0x1338 + i for i in range(8)},
+}
+ETHIOPIC_FOLD.update({0x1203: 0x1200, 0x1213: 0x1200, 0x1283: 0x1200, 0x12A3: 0x12A0, 0x12D3: 0x12A0})
 STOPWORDS = frozenset(
     "a an and are as at be by can do does for from how i if in is it its me my of on or our the this to was what "
     "when where which who why will with you your".split()
@@ -35,7 +44,7 @@ def normalize(text: str) -> str:
     for ch, base in CHILLU.items():
         if ch in text:
             text = text.replace(ch, base + VIRAMA)
-    return text.translate(ZW).casefold()
+    return text.translate(ZW).translate(ETHIOPIC_FOLD).casefold()
 
 
 def tokenize(text: str) -> list[str]:

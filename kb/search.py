@@ -23,7 +23,7 @@ import regex
 
 from .embedder import Encoder
 from .index import Bundle
-from .langs import LangGuess, detect
+from .langs import LangGuess, detect, romanized_vocabulary
 from .lexical import matching_spans
 
 MODES = ("dense", "lexical", "hybrid")
@@ -32,25 +32,32 @@ CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 EXACT_LIMIT = 50_000  # passages; above this dense candidates come from the FAISS (HNSW) index
 
 
+CONFIDENCE_FEATURES = ("z", "gz", "margin")
+
+
 @dataclass
 class Calibration:
-    """Maps how far the best answer stands out (z, see Searcher._dense) to a confidence in [0, 1].
+    """Logistic map from a card's features to a confidence in [0, 1]; below 0.5: no confident answer.
 
-    0.5 is the no-confident-answer threshold, fitted by `kb eval --calibrate` on the labelled set.
+    Features (Searcher._features): z, how far the card's best passage stands out among all passages;
+    gz, how far its group's semantic score stands out among the groups; margin, how much closer the query is
+    to the articles' questions than to the out-of-scope examples. Fitted by `kb eval --calibrate`.
     """
 
-    threshold: float = 3.0
-    scale: float = 3.0
+    weights: dict[str, float] = field(default_factory=lambda: {"z": 3.0})
+    bias: float = -9.0
 
-    def confidence(self, z: float) -> float:
-        return 1.0 / (1.0 + math.exp(-self.scale * (z - self.threshold)))
+    def confidence(self, features: dict[str, float]) -> float:
+        x = self.bias + sum(w * features.get(k, 0.0) for k, w in self.weights.items())
+        return 1.0 / (1.0 + math.exp(-max(min(x, 50.0), -50.0)))
 
     @classmethod
     def load(cls, path: Path = CALIBRATION_FILE) -> Calibration:
         try:
             data = json.loads(Path(path).read_text())
-            return cls(float(data["threshold"]), float(data["scale"]))
-        except (OSError, ValueError, KeyError):
+            weights = {str(k): float(v) for k, v in data["weights"].items() if k in CONFIDENCE_FEATURES}
+            return cls(weights, float(data["bias"]))
+        except (OSError, ValueError, KeyError, AttributeError, TypeError):
             return cls()
 
 
@@ -141,12 +148,20 @@ class Searcher:
         self.p_group = np.array([gidx[p["group"]] for p in self.passages] or [], dtype=np.int64)
         self.p_lang = np.array([p.get("lex_lang") or p["lang"] for p in self.passages] or [], dtype=object)
         self.vectors = self._vectors(n)
-        # questions come from the bundle's own articles (row i = FTS rowid i), so every group is known
-        qrows = bundle.questions
-        qv = bundle.question_vectors
-        self.q_vectors = qv if qv is not None and len(qrows) else np.zeros((0, encoder.dim), np.float32)
-        self.q_group = np.array([gidx[q["group"]] for q in qrows], dtype=np.int64)
-        self.q_lang = np.array([q["lang"] for q in qrows], dtype=object)
+        # article questions (row i of the bundle = FTS rowid i) and out-of-scope examples (group None)
+        rows = bundle.questions
+        qv = bundle.question_vectors if bundle.question_vectors is not None else np.zeros((0, encoder.dim))
+        self.q_rowid = np.array([i for i, q in enumerate(rows) if q["group"] is not None], dtype=np.int64)
+        self.q_pos = {int(r): i for i, r in enumerate(self.q_rowid)}
+        self.q_vectors = qv[self.q_rowid].astype(np.float32) if len(self.q_rowid) else np.zeros((0, encoder.dim), np.float32)
+        self.q_group = np.array([gidx[rows[i]["group"]] for i in self.q_rowid], dtype=np.int64)
+        self.q_lang = np.array([rows[i]["lang"] for i in self.q_rowid], dtype=object)
+        # romanized forms the editors wrote (Manglish, Tanglish...) teach language detection their words
+        self.romanized_vocab = romanized_vocabulary(
+            [(q["lang"], q["text"]) for q in rows if q["group"] is not None],
+            [q["text"] for q in rows if q["lang"] == "en"] + [p["text"] for p in self.passages if p["lang"] == "en"])
+        oos = [i for i, q in enumerate(rows) if q["group"] is None]
+        self.oos_vectors = qv[oos].astype(np.float32) if oos else np.zeros((0, encoder.dim), np.float32)
         self.q_lang_members = {lang: self.q_lang == lang for lang in sorted(set(self.q_lang.tolist()))}
         self.headings = bundle.headings if len(bundle.headings) == n else np.zeros_like(self.vectors)
         self.has_heading = np.linalg.norm(self.headings, axis=1) > 0 if n else np.zeros(0, dtype=bool)
@@ -167,6 +182,10 @@ class Searcher:
         self._sentence_cache: OrderedDict[str, tuple[list[str], np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
         self._related: np.ndarray | None = None
+
+    def detect(self, text: str) -> LangGuess:
+        """Query language, with the romanized words of this knowledge base's questions."""
+        return detect(text, self.romanized_vocab)
 
     def _vectors(self, n: int) -> np.ndarray:
         index = getattr(self.bundle.store, "index", None)
@@ -198,10 +217,10 @@ class Searcher:
 
     def search(self, query: str, filters: Filters | None = None, limit: int = 10, offset: int = 0,
                mode: str = "hybrid", guess: LangGuess | None = None, qvec: np.ndarray | None = None,
-               snippets: bool = True) -> dict:
+               snippets: bool = True, features: bool = False) -> dict:
         t0 = time.perf_counter()
         f = filters or Filters()
-        guess = guess or detect(query)
+        guess = guess or self.detect(query)
         art_mask = self.eligible(f)
         p_mask = art_mask[self.p_article] if len(self.passages) else np.zeros(0, dtype=bool)
         if f.passage_mask is not None:
@@ -222,15 +241,17 @@ class Searcher:
                 open_idx = np.flatnonzero(np.isfinite(group_sem))
                 top = open_idx[np.argsort(-group_sem[open_idx], kind="stable")[: self.config.candidates]]
                 dense_rank = {int(g): r for r, g in enumerate(top)}
+            # a romanized query can only match Latin-script text: English passages and questions (it shares
+            # loanwords with them: parcel, customs, perfume) and its own language's romanized questions; the
+            # weights stay those measured for its language
+            lex_lang = "en" if guess.romanized else guess.lang
             lex_weight = 1.0 if mode == "lexical" else self.config.lexical_weights.get(
                 guess.lang, self.config.default_lexical_weight)
             if mode in ("lexical", "hybrid") and lex_weight > 0:
                 allowed = p_mask.copy()
                 if mode == "hybrid" and self.config.lexical_gate == "language":
                     # gate: lexical only where query and passage share a language
-                    allowed &= self.p_lang == guess.lang
-                if mode == "hybrid" and guess.romanized:
-                    allowed[:] = False
+                    allowed &= self.p_lang == lex_lang
                 if allowed.any():
                     hits = self.bundle.lexical.search(query, limit=self.config.candidates,
                                                       rowids=set(np.flatnonzero(allowed).tolist()))
@@ -239,16 +260,15 @@ class Searcher:
             qlex_weight = 1.0 if mode == "lexical" else self.config.question_lexical_weights.get(
                 guess.lang, self.config.default_question_lexical_weight)
             if mode in ("lexical", "hybrid") and qlex_weight > 0 and len(self.q_group):
-                # questions include romanized forms, so a romanized query may match them too
                 open_groups = np.zeros(len(self.group_ids), dtype=bool)
                 open_groups[self.p_group[p_mask]] = True
                 allowed = open_groups[self.q_group]
                 if mode == "hybrid":
-                    allowed &= self.q_lang == guess.lang
+                    allowed &= (self.q_lang == guess.lang) | (self.q_lang == lex_lang)
                 if allowed.any():
                     hits = self.bundle.lexical.search(query, limit=self.config.candidates,
-                                                      rowids=set(np.flatnonzero(allowed).tolist()), table="questions")
-                    qlex_rank = _rank_groups([qi for qi, _s in hits], self.q_group)
+                                                      rowids=set(self.q_rowid[allowed].tolist()), table="questions")
+                    qlex_rank = _rank_groups([self.q_pos[qi] for qi, _s in hits], self.q_group)
         c = self.config
         fused: dict[int, float] = {}
         for g, r in dense_rank.items():
@@ -258,16 +278,23 @@ class Searcher:
         for g, r in qlex_rank.items():
             fused[g] = fused.get(g, 0.0) + qlex_weight / (c.rrf_k + r + 1)
         ranked = sorted(fused, key=lambda g: (-fused[g], g))[: c.max_results]
+        qfeat = self._query_features(qvec, group_sem) if mode != "lexical" and qvec is not None else None
         results = []
         for pos, g in enumerate(ranked[offset : offset + limit]):
             # cross-lingual snippets embed the passage's sentences once (cached); only for the first cards
             sentence_vec = qvec if snippets and pos < self.config.sentence_snippets else None
             r = self._card(g, guess, art_mask, p_mask, dense_scores, zscores, lex_hits, query, fused[g], f, mode,
-                           snippets, sentence_vec)
+                           snippets, sentence_vec, qfeat, group_sem)
             if r:
+                if not features:
+                    r.pop("features")
                 results.append(r)
-        top_conf = results[0]["confidence"] if results and offset == 0 else \
-            self._top_confidence(ranked, zscores, p_mask)
+        if results and offset == 0:
+            top_conf = results[0]["confidence"]
+        else:  # a later page: the confidence of the best answer overall
+            first = self._card(ranked[0], guess, art_mask, p_mask, dense_scores, zscores, lex_hits, query,
+                               fused[ranked[0]], f, mode, False, None, qfeat, group_sem) if ranked else None
+            top_conf = first["confidence"] if first else 0.0
         return {
             "query": query,
             "detected_lang": guess.lang,
@@ -337,15 +364,19 @@ class Searcher:
         gq = np.where(np.isfinite(gq), gq, gp)
         return gp + w * gq
 
-    def _top_confidence(self, ranked: list[int], zscores: np.ndarray, p_mask: np.ndarray) -> float:
-        if not ranked:
-            return 0.0
-        sel = p_mask & (self.p_group == ranked[0])
-        return self.config.calibration.confidence(float(zscores[sel].max())) if sel.any() else 0.0
+    def _query_features(self, qvec: np.ndarray, group_sem: np.ndarray) -> dict[str, float]:
+        """Per-query parts of the confidence features (see Calibration)."""
+        live = group_sem[np.isfinite(group_sem)]
+        mu, sd = (float(live.mean()), max(float(live.std()), 1e-6)) if len(live) > 1 else (0.0, 1.0)
+        margin = 0.0
+        if len(self.q_vectors) and len(self.oos_vectors):
+            margin = float((self.q_vectors @ qvec).max() - (self.oos_vectors @ qvec).max())
+        return {"g_mu": mu, "g_sd": sd, "margin": margin}
 
     def _card(self, g: int, guess: LangGuess, art_mask: np.ndarray, p_mask: np.ndarray, dense: np.ndarray,
               zscores: np.ndarray, lex_hits: set[int], query: str, fused: float, f: Filters, mode: str,
-              snippets: bool = True, sentence_vec: np.ndarray | None = None) -> dict | None:
+              snippets: bool = True, sentence_vec: np.ndarray | None = None, qfeat: dict | None = None,
+              group_sem: np.ndarray | None = None) -> dict | None:
         versions = {lang: ai for lang, ai in self.group_versions[g].items() if art_mask[ai]}
         if not versions:
             return None
@@ -376,7 +407,10 @@ class Searcher:
         # stand out by chance, and the card does not show it
         conf_sel = p_mask & np.isin(self.p_article, [ai] + ([source] if source is not None else []))
         best_z = float(zscores[conf_sel].max()) if conf_sel.any() else 0.0
-        conf = self.config.calibration.confidence(best_z) if mode != "lexical" else min(1.0, fused * 30)
+        feats = {"z": best_z}
+        if qfeat is not None and group_sem is not None and np.isfinite(group_sem[g]):
+            feats.update(gz=(float(group_sem[g]) - qfeat["g_mu"]) / qfeat["g_sd"], margin=qfeat["margin"])
+        conf = self.config.calibration.confidence(feats) if mode != "lexical" else min(1.0, fused * 30)
         return {
             "article_id": art["id"],
             "group": group_id,
@@ -398,6 +432,7 @@ class Searcher:
             "dense_score": round(best_cos, 4),
             "confidence": round(conf, 4),
             "z_score": round(best_z, 3),
+            "features": {k: round(v, 4) for k, v in feats.items()},
             "lang_fallback": art["lang"] != guess.lang,
             "stale": (today - updated).days > self.config.stale_days,
         }
