@@ -46,17 +46,27 @@ class Calibration:
 
     weights: dict[str, float] = field(default_factory=lambda: {"z": 3.0})
     bias: float = -9.0
+    # used when a feature of ``weights`` is missing (a knowledge base without out-of-scope examples)
+    fallback_weights: dict[str, float] = field(default_factory=lambda: {"z": 3.0})
+    fallback_bias: float = -9.0
 
     def confidence(self, features: dict[str, float]) -> float:
-        x = self.bias + sum(w * features.get(k, 0.0) for k, w in self.weights.items())
+        w, b = (self.weights, self.bias) if all(k in features for k in self.weights) else \
+            (self.fallback_weights, self.fallback_bias)
+        x = b + sum(v * features.get(k, 0.0) for k, v in w.items())
         return 1.0 / (1.0 + math.exp(-max(min(x, 50.0), -50.0)))
 
     @classmethod
     def load(cls, path: Path = CALIBRATION_FILE) -> Calibration:
         try:
             data = json.loads(Path(path).read_text())
-            weights = {str(k): float(v) for k, v in data["weights"].items() if k in CONFIDENCE_FEATURES}
-            return cls(weights, float(data["bias"]))
+
+            def weights(d: dict) -> dict[str, float]:
+                return {str(k): float(v) for k, v in d.items() if k in CONFIDENCE_FEATURES}
+
+            fb = data.get("fallback", {})
+            return cls(weights(data["weights"]), float(data["bias"]), weights(fb.get("weights", {"z": 3.0})),
+                       float(fb.get("bias", -9.0)))
         except (OSError, ValueError, KeyError, AttributeError, TypeError):
             return cls()
 
@@ -368,10 +378,10 @@ class Searcher:
         """Per-query parts of the confidence features (see Calibration)."""
         live = group_sem[np.isfinite(group_sem)]
         mu, sd = (float(live.mean()), max(float(live.std()), 1e-6)) if len(live) > 1 else (0.0, 1.0)
-        margin = 0.0
+        out = {"g_mu": mu, "g_sd": sd}
         if len(self.q_vectors) and len(self.oos_vectors):
-            margin = float((self.q_vectors @ qvec).max() - (self.oos_vectors @ qvec).max())
-        return {"g_mu": mu, "g_sd": sd, "margin": margin}
+            out["margin"] = float((self.q_vectors @ qvec).max() - (self.oos_vectors @ qvec).max())
+        return out
 
     def _card(self, g: int, guess: LangGuess, art_mask: np.ndarray, p_mask: np.ndarray, dense: np.ndarray,
               zscores: np.ndarray, lex_hits: set[int], query: str, fused: float, f: Filters, mode: str,
@@ -409,7 +419,9 @@ class Searcher:
         best_z = float(zscores[conf_sel].max()) if conf_sel.any() else 0.0
         feats = {"z": best_z}
         if qfeat is not None and group_sem is not None and np.isfinite(group_sem[g]):
-            feats.update(gz=(float(group_sem[g]) - qfeat["g_mu"]) / qfeat["g_sd"], margin=qfeat["margin"])
+            feats["gz"] = (float(group_sem[g]) - qfeat["g_mu"]) / qfeat["g_sd"]
+            if "margin" in qfeat:
+                feats["margin"] = qfeat["margin"]
         conf = self.config.calibration.confidence(feats) if mode != "lexical" else min(1.0, fused * 30)
         return {
             "article_id": art["id"],
