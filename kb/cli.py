@@ -172,6 +172,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--question-weight", type=float,
                    help="override the RRF weight of editor-written questions (0 = ignore them)")
     p.add_argument("--lexical-weights", help="override per-language lexical weights, e.g. en=0.2,ta=0.1")
+    p.add_argument("--labels", choices=["pooled", "authors"], default="pooled",
+                   help="labelled set: the authors' labels plus pooled judgements (default), or the authors' only")
     p.add_argument("--question-lexical-weights",
                    help="override per-language weights of BM25 over the articles' questions, e.g. am=0.3")
     p.add_argument("--encoder", default=None)

@@ -152,7 +152,9 @@ def run_eval(args: argparse.Namespace) -> int:
         from .index import Bundle as B
 
         queries = _load_jsonl(Path(args.queries))
-        qrels = {q["id"]: {k: float(v) for k, v in q["relevant"].items()} for q in queries}
+        use_pooled = getattr(args, "labels", "pooled") != "authors"
+        qrels = {q["id"]: {k: float(v) for k, v in {**(q.get("pooled", {}) if use_pooled else {}),
+                                                     **q["relevant"]}.items()} for q in queries}
         bundle = B.open(Path(args.index), model_checksum=encoder.checksum)
         audience = "internal"
         masks = None

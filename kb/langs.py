@@ -105,9 +105,9 @@ def romanized_vocabulary(samples: list[tuple[str, str]], english: list[str]) -> 
 
     ``samples``: (language, text) pairs, e.g. the articles' questions; the Latin-script ones in a language
     other than English (the romanized forms editors wrote) contribute their words, minus every word of
-    ``english`` (English questions and passages), minus words shared by two languages.
+    ``english`` and of the English samples, minus words shared by two languages.
     """
-    eng = {w.lower() for t in english for w in WORD_RE.findall(t)}
+    eng = {w.lower() for t in [*english, *(t for lang, t in samples if lang == "en")] for w in WORD_RE.findall(t)}
     seen: dict[str, set[str]] = {}
     for lang, text in samples:
         if lang == "en" or any(ord(ch) > 0x24F and ch.isalpha() for ch in text):

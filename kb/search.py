@@ -169,7 +169,7 @@ class Searcher:
         # romanized forms the editors wrote (Manglish, Tanglish...) teach language detection their words
         self.romanized_vocab = romanized_vocabulary(
             [(q["lang"], q["text"]) for q in rows if q["group"] is not None],
-            [q["text"] for q in rows if q["lang"] == "en"] + [p["text"] for p in self.passages if p["lang"] == "en"])
+            [p["text"] for p in self.passages if p["lang"] == "en"])
         oos = [i for i, q in enumerate(rows) if q["group"] is None]
         self.oos_vectors = qv[oos].astype(np.float32) if oos else np.zeros((0, encoder.dim), np.float32)
         self.q_lang_members = {lang: self.q_lang == lang for lang in sorted(set(self.q_lang.tolist()))}

@@ -119,6 +119,23 @@ def test_questions_only_on_the_source_article(tmp_path):
                      "(one list per language there)"], probs
 
 
+def test_out_of_scope_file_validated_with_lines(tmp_path):
+    write(tmp_path, "alpha.en.md", GOOD.format(id="alpha", lang="en", extra="", link="alpha"))
+    oos = tmp_path / "articles" / "out-of-scope.yaml"
+    oos.write_text('# comment\nen:\n  - "share price today"\nxx:\n  - "hola"\nta:\n  - "மழை"\n  - "மழை"\n')
+    assert problems(tmp_path) == [
+        "articles/out-of-scope.yaml:4: out-of-scope: unknown language 'xx': use an ISO 639-1 code such as "
+        "en, ml, bn, ta, am, hi",
+        "articles/out-of-scope.yaml:8: out-of-scope.ta: duplicate question 'மழை'"]
+    oos.write_text("en: [unclosed\n")
+    assert problems(tmp_path)[0].startswith("articles/out-of-scope.yaml:2: bad YAML")
+    oos.write_text('en: ["share price today", "weather tomorrow"]\n')
+    assert problems(tmp_path) == []
+    from kb.articles import check_out_of_scope
+
+    assert check_out_of_scope(tmp_path / "articles") == ({"en": ["share price today", "weather tomorrow"]}, [])
+
+
 def test_duplicate_id_and_lang(tmp_path):
     write(tmp_path, "alpha.en.md", GOOD.format(id="alpha", lang="en", extra="", link="alpha"))
     write(tmp_path, "alpha.en.md", GOOD.format(id="alpha", lang="en", extra="", link="alpha").replace(

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 
 import pytest
 
 from kb.embedder import HashEncoder
 from kb.index import Bundle, build
-from kb.langs import detect
+from kb.langs import LangGuess, detect, romanized_vocabulary
 from kb.lexical import LexicalIndex, matching_spans, normalize, tokenize
-from kb.search import Filters, Searcher
+from kb.search import Calibration, Filters, Searcher
 
 
 @pytest.mark.parametrize("lang, word, inflected", [
@@ -48,10 +50,47 @@ def test_normalisation_is_consistent():
     ("ente parcel evide ethi", "ml", True),
     ("en parcel enga irukku", "ta", True),
     ("HS code എന്താണ്", "ml", False),
+    # a few native letters among many Latin ones still name the reader's language
+    ("tracking ላይ 'Held: action required' ይላል", "am", False),
+    ("out for delivery के बाद address change हो सकता है?", "hi", False),
+    ("Café in Zürich, 2 kg", "en", False),
 ])
 def test_language_detection(text, lang, romanized):
     g = detect(text)
     assert (g.lang, g.romanized) == (lang, romanized)
+
+
+def test_romanized_words_learnt_from_questions():
+    vocab = romanized_vocabulary(
+        [("am", "telebirr be gumruk kefya yichalal?"), ("am", "ቀረጥ በቴሌብር"), ("ta", "parcel customs la maatikichu"),
+         ("ml", "parcel customs-il pidichu"), ("en", "pay duties with telebirr")],
+        english=["Your parcel is held by customs until duties are paid."])
+    assert vocab["am"] == {"gumruk", "kefya", "yichalal"}           # native-script and English words excluded
+    assert "parcel" not in vocab.get("ta", set()) and "maatikichu" in vocab["ta"]
+    assert detect("kefya gumruk lay new") == detect("kefya gumruk lay new", None)  # built-in lists alone
+    assert detect("gumruk kefya yichalal", vocab) == LangGuess("am", "Latin", True)
+    assert detect("please pay the duties online", vocab).lang == "en"
+
+
+def test_amharic_homophone_letters_fold_for_lexical_matching(tmp_path):
+    LexicalIndex.build(tmp_path / "lex.sqlite", ["ሐኪም ጋር", "ፀሐይ ሠላም", "unrelated"])
+    lex = LexicalIndex(tmp_path / "lex.sqlite")
+    assert {i for i, _s in lex.search("ሀኪም")} == {0}
+    assert {i for i, _s in lex.search("ጸሀይ ሰላም")} == {1}
+    assert tokenize("ዐይን ሃገር") == tokenize("አይን ሀገር")
+
+
+def test_confidence_model_and_its_fallback(tmp_path):
+    cal = Calibration({"z": 0.2, "margin": 100.0}, -2.0, {"z": 1.0}, -3.0)
+    assert cal.confidence({"z": 1.0, "margin": 0.05}) == pytest.approx(1 / (1 + math.exp(-(0.2 + 5.0 - 2.0))))
+    # no out-of-scope examples in this knowledge base: the model fitted without the margin
+    assert cal.confidence({"z": 1.0}) == pytest.approx(0.5 - 0.5 * math.tanh(1.0))
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps({"weights": {"z": 0.5, "bogus": 9}, "bias": -1.0,
+                                "fallback": {"weights": {"z": 2.0}, "bias": -4.0}}))
+    assert Calibration.load(path) == Calibration({"z": 0.5}, -1.0, {"z": 2.0}, -4.0)
+    path.write_text("{broken")
+    assert Calibration.load(path) == Calibration()
 
 
 @pytest.mark.slow
