@@ -43,6 +43,14 @@ from .redact import redact
 
 CHANNELS = ("selfservice", "agent", "api")
 TABLES = ("searches", "clicks", "feedback", "assist", "contacts")
+# Search-as-you-type sends "cus", "custo", "customs hold": within this many seconds, a session's search that
+# extends (or trims) its previous one replaces it, so top queries count what people meant, not keystrokes.
+REFINE_SECONDS = 30
+
+
+def _same_typing(a: str, b: str) -> bool:
+    a, b = " ".join(a.casefold().split()), " ".join(b.casefold().split())
+    return a.startswith(b) or b.startswith(a)
 REPORTS = ("summary", "per_day", "top_queries", "gaps", "helpfulness", "translation")
 JSON_COLUMNS = ("filters", "result_ids", "entities", "suggestions", "used")
 BOOL_COLUMNS = ("no_confident_answer", "zero_results", "lang_fallback_only", "helpful")
@@ -236,6 +244,12 @@ class AnalyticsStore(ABC):
         """Insert one row and commit before returning."""
 
     @abstractmethod
+    def _insert_or_refine_search(self, row: dict, since_ts: str) -> str:
+        """Insert a search row, or, when the same session's latest search on the same channel since
+        ``since_ts`` is a prefix of this query (or this query of it) and nothing cites it yet, overwrite
+        that row with this one (keeping its id). Commit; return the id. See REFINE_SECONDS."""
+
+    @abstractmethod
     def _set_assist_used(self, assist_id: str, used_json: str) -> bool:
         """Set ``assist.used``; commit; True if the row exists."""
 
@@ -288,6 +302,9 @@ class AnalyticsStore(ABC):
             "zero_results": int(not ids if zero_results is None else bool(zero_results)),
             "lang_fallback_only": int(bool(lang_fallback_only)), "latency_ms": lat,
         }
+        if row["session_id"] and ts is None:
+            since = _utc_ts(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=REFINE_SECONDS))
+            return self._insert_or_refine_search(row, since)
         self._insert("searches", row)
         return row["id"]
 
@@ -683,6 +700,22 @@ class SQLiteStore(AnalyticsStore):
         marks = ", ".join("?" * len(row))
         with self._write() as c:
             c.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", tuple(row.values()))
+
+    def _insert_or_refine_search(self, row: dict, since_ts: str) -> str:
+        with self._write() as c:
+            prev = c.execute(
+                "SELECT id, query_redacted FROM searches WHERE session_id = ? AND channel = ? AND ts >= ? "
+                "ORDER BY ts DESC LIMIT 1", (row["session_id"], row["channel"], since_ts)).fetchone()
+            if prev and _same_typing(prev["query_redacted"], row["query_redacted"]) and not any(
+                    c.execute(f"SELECT 1 FROM {t} WHERE search_id = ? LIMIT 1", (prev["id"],)).fetchone()
+                    for t in ("clicks", "feedback", "contacts")):
+                fields = {k: v for k, v in row.items() if k != "id"}
+                c.execute(f"UPDATE searches SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
+                          (*fields.values(), prev["id"]))
+                return prev["id"]
+            c.execute(f"INSERT INTO searches ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                      tuple(row.values()))
+            return row["id"]
 
     def _set_assist_used(self, assist_id: str, used_json: str) -> bool:
         with self._write() as c:

@@ -49,6 +49,10 @@ class LangGuess:
     lang: str  # ISO 639-1 code, "und" when nothing can be said
     script: str  # a script name, e.g. "Latin", "Malayalam"
     romanized: bool = False
+    # False when the text was called English only because the detector was unsure and leaned to another
+    # language (a short German question full of English names): results stay English, but word-for-word
+    # matching against English text is not trusted
+    certain: bool = True
 
 
 @lru_cache(maxsize=1)
@@ -61,13 +65,13 @@ def _identifier():
 _langid_lock = threading.Lock()
 
 
-def _langid(text: str, langs: list[str], min_prob: float = 0.0) -> str:
-    """py3langid's best guess among ``langs``; the first of ``langs`` when it is less sure than ``min_prob``."""
+def _classify(text: str, langs: list[str]) -> tuple[str, float]:
+    """py3langid's best guess among ``langs`` and its probability."""
     with _langid_lock:  # set_languages mutates the shared identifier
         ident = _identifier()
         ident.set_languages(langs)
         lang, prob = ident.classify(text)
-    return lang if prob >= min_prob else langs[0]
+    return lang, float(prob)
 
 
 def _script_counts(text: str) -> tuple[dict[str, int], int, int]:
@@ -148,13 +152,16 @@ def detect(text: str, romanized: Vocabulary | None = None) -> LangGuess:
     if other[0] and other[1] >= 2 and other[1] >= deva:
         return LangGuess(other[0], _script_name(other[0]))
     if deva >= 2:
-        return LangGuess(_langid(text, DEVANAGARI_LANGS) if len(text) > 25 else "hi", "Devanagari")
+        return LangGuess(_classify(text, DEVANAGARI_LANGS)[0] if len(text) > 25 else "hi", "Devanagari")
     if latin:
         roman = romanized_language(text, romanized)
         if roman:
             return LangGuess(roman, "Latin", romanized=True)
+        if len(text.split()) <= 3:
+            return LangGuess("en", "Latin")
         # English is the product's Latin-script language: another one only when the detector is sure
-        return LangGuess(_langid(text, LATIN_LANGS, 0.95) if len(text.split()) > 3 else "en", "Latin")
+        lang, prob = _classify(text, LATIN_LANGS)
+        return LangGuess(lang, "Latin") if prob >= 0.95 else LangGuess("en", "Latin", certain=lang == "en")
     return LangGuess("und", "Unknown")
 
 

@@ -256,7 +256,7 @@ class Searcher:
             # weights stay those measured for its language
             lex_lang = "en" if guess.romanized else guess.lang
             lex_weight = 1.0 if mode == "lexical" else self.config.lexical_weights.get(
-                guess.lang, self.config.default_lexical_weight)
+                guess.lang, self.config.default_lexical_weight) if guess.certain else 0.0
             if mode in ("lexical", "hybrid") and lex_weight > 0:
                 allowed = p_mask.copy()
                 if mode == "hybrid" and self.config.lexical_gate == "language":
@@ -268,7 +268,7 @@ class Searcher:
                     lex_hits = {pi for pi, _s in hits}
                     lex_rank = _rank_groups([pi for pi, _s in hits], self.p_group)
             qlex_weight = 1.0 if mode == "lexical" else self.config.question_lexical_weights.get(
-                guess.lang, self.config.default_question_lexical_weight)
+                guess.lang, self.config.default_question_lexical_weight) if guess.certain else 0.0
             if mode in ("lexical", "hybrid") and qlex_weight > 0 and len(self.q_group):
                 open_groups = np.zeros(len(self.group_ids), dtype=bool)
                 open_groups[self.p_group[p_mask]] = True

@@ -554,3 +554,22 @@ def test_lone_surrogates_are_stored_not_refused(tmp_path: Path) -> None:
     raw = sqlite3.connect(tmp_path / "a.sqlite3").execute("SELECT comment_redacted FROM feedback WHERE id=?",
                                                           (fid,)).fetchone()
     assert raw is not None and raw[0] == "broken ? emoji"
+
+
+def test_search_as_you_type_logs_what_was_meant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = SQLiteStore(tmp_path / "a.sqlite")
+    ids = [store.record_search(q, session_id="s1", result_ids=["hs-codes"]) for q in ("cus", "custo", "Customs hold")]
+    assert len(set(ids)) == 1                                     # one search, refined while typing
+    assert store.record_search("customs", session_id="s1") == ids[0]  # trimming back is still the same search
+    other = store.record_search("customs hold", session_id="s2")  # another visitor
+    agent = store.record_search("customs hold fee", session_id="s1", channel="agent")
+    anonymous = [store.record_search(q) for q in ("pac", "packing")]  # no session: nothing to tie them
+    store.record_click(ids[0], "hs-codes", 1, session_id="s1")
+    cited = store.record_search("customs hold fees", session_id="s1")  # the clicked search stays as it was
+    new = store.record_search("lithium", session_id="s1")        # a new subject
+    monkeypatch.setattr(analytics, "REFINE_SECONDS", 0)
+    late = store.record_search("lithium battery", session_id="s1")  # past the window
+    rows = {r["id"]: r["query_redacted"] for r in store._conn().execute("SELECT id, query_redacted FROM searches")}
+    assert rows == {ids[0]: "customs", other: "customs hold", agent: "customs hold fee", anonymous[0]: "pac",
+                    anonymous[1]: "packing", cited: "customs hold fees", new: "lithium", late: "lithium battery"}
+    store.close()

@@ -60,6 +60,13 @@ def test_language_detection(text, lang, romanized):
     assert (g.lang, g.romanized) == (lang, romanized)
 
 
+def test_unsure_latin_text_counts_as_english_without_word_matching():
+    g = detect("Wer sang die Nationalhymne beim Super Bowl 50?")  # German the detector is unsure of
+    assert (g.lang, g.certain) == ("en", False)
+    assert detect("how long does customs clearance take for a parcel").certain
+    assert detect("¿Cuánto tarda un envío de Madrid a Ciudad de México por mensajería?").lang == "es"
+
+
 def test_romanized_words_learnt_from_questions():
     vocab = romanized_vocabulary(
         [("am", "telebirr be gumruk kefya yichalal?"), ("am", "ቀረጥ በቴሌብር"), ("ta", "parcel customs la maatikichu"),
