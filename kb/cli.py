@@ -33,6 +33,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     for a in articles:
         langs[a.lang] = langs.get(a.lang, 0) + 1
     print(f"ok: {len(articles)} articles ({', '.join(f'{k} {v}' for k, v in sorted(langs.items()))})")
+    # not an error, but search leans on the questions: say which source articles lack them
+    from .articles import PRODUCT_LANGS
+
+    for lang in PRODUCT_LANGS:
+        missing = [a.id for a in articles if not a.translation_of and not a.questions.get(lang)]
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            print(f"note: {len(missing)} source article(s) have no {lang} questions: {shown}")
     return 0
 
 

@@ -164,3 +164,9 @@ def test_cli_check_exit_codes_and_no_traceback(tmp_path):
     assert r.returncode == 1
     assert "Traceback" not in r.stderr + r.stdout
     assert "alpha.en.md:1: binary file" in r.stdout
+    write(tmp_path, "alpha.en.md", GOOD.format(id="alpha", lang="en", extra=QUESTIONS, link="alpha"))
+    r = subprocess.run([sys.executable, "-m", "kb.cli", "check", "--articles", str(tmp_path / "articles")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "note: 1 source article(s) have no en questions: alpha" in r.stdout
+    assert "no ta questions" not in r.stdout and "no am questions" not in r.stdout
