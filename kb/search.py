@@ -239,6 +239,7 @@ class Searcher:
         zscores = np.zeros(len(self.passages), dtype=np.float32)
         dense_rank: dict[int, int] = {}
         group_sem = np.full(len(self.group_ids), -np.inf)
+        qsims = np.zeros(0, dtype=np.float32)
         lex_rank: dict[int, int] = {}
         qlex_rank: dict[int, int] = {}
         lex_hits: set[int] = set()
@@ -247,7 +248,8 @@ class Searcher:
                 if qvec is None:
                     qvec = self.encoder.encode_query(query)
                 dense_scores, _centred, zscores = self._dense(qvec)
-                group_sem = self._semantic(qvec, zscores, p_mask)
+                qsims = self.q_vectors @ qvec  # once: the semantic score and the confidence both use it
+                group_sem = self._semantic(qsims, zscores, p_mask)
                 open_idx = np.flatnonzero(np.isfinite(group_sem))
                 top = open_idx[np.argsort(-group_sem[open_idx], kind="stable")[: self.config.candidates]]
                 dense_rank = {int(g): r for r, g in enumerate(top)}
@@ -288,7 +290,7 @@ class Searcher:
         for g, r in qlex_rank.items():
             fused[g] = fused.get(g, 0.0) + qlex_weight / (c.rrf_k + r + 1)
         ranked = sorted(fused, key=lambda g: (-fused[g], g))[: c.max_results]
-        qfeat = self._query_features(qvec, group_sem) if mode != "lexical" and qvec is not None else None
+        qfeat = self._query_features(qvec, qsims, group_sem) if mode != "lexical" and qvec is not None else None
         results = []
         for pos, g in enumerate(ranked[offset : offset + limit]):
             # cross-lingual snippets embed the passage's sentences once (cached); only for the first cards
@@ -350,23 +352,22 @@ class Searcher:
         z = centred / max(float(np.concatenate(spread).std()) if spread else 1.0, 1e-6)
         return score, centred, z
 
-    def _semantic(self, qvec: np.ndarray, zscores: np.ndarray, p_mask: np.ndarray) -> np.ndarray:
+    def _semantic(self, qsims: np.ndarray, zscores: np.ndarray, p_mask: np.ndarray) -> np.ndarray:
         """Semantic score per translation group (-inf where nothing is eligible).
 
         Best passage z plus ``question_weight`` x best editor-written question z (questions are z-scored per
-        language). A group without questions counts its passage
-        z twice, so adding questions to some articles does not bury the others.
+        language; ``qsims``: the query's cosine with each question). A group without questions counts its
+        passage z twice, so adding questions to some articles does not bury the others.
         """
         ng = len(self.group_ids)
         gp = np.full(ng, -np.inf)
         np.maximum.at(gp, self.p_group[p_mask], zscores[p_mask])
         w = self.config.question_weight
-        if not len(self.q_vectors) or w <= 0:
+        if not len(qsims) or w <= 0:
             return gp
-        sims = self.q_vectors @ qvec
-        zq = np.empty_like(sims)
+        zq = np.empty_like(qsims)
         for members in self.q_lang_members.values():  # hundreds per language: a per-language spread is stable
-            x = sims[members]
+            x = qsims[members]
             zq[members] = (x - float(x.mean())) / max(float(x.std()), 1e-6)
         allowed = np.isfinite(gp)[self.q_group]
         gq = np.full(ng, -np.inf)
@@ -374,13 +375,13 @@ class Searcher:
         gq = np.where(np.isfinite(gq), gq, gp)
         return gp + w * gq
 
-    def _query_features(self, qvec: np.ndarray, group_sem: np.ndarray) -> dict[str, float]:
+    def _query_features(self, qvec: np.ndarray, qsims: np.ndarray, group_sem: np.ndarray) -> dict[str, float]:
         """Per-query parts of the confidence features (see Calibration)."""
         live = group_sem[np.isfinite(group_sem)]
         mu, sd = (float(live.mean()), max(float(live.std()), 1e-6)) if len(live) > 1 else (0.0, 1.0)
         out = {"g_mu": mu, "g_sd": sd}
-        if len(self.q_vectors) and len(self.oos_vectors):
-            out["margin"] = float((self.q_vectors @ qvec).max() - (self.oos_vectors @ qvec).max())
+        if len(qsims) and len(self.oos_vectors):
+            out["margin"] = float(qsims.max() - (self.oos_vectors @ qvec).max())
         return out
 
     def _card(self, g: int, guess: LangGuess, art_mask: np.ndarray, p_mask: np.ndarray, dense: np.ndarray,
