@@ -693,13 +693,16 @@ class SQLiteStore(AnalyticsStore):
 
     # ------------------------------------------------------------------ primitives
 
-    def _insert(self, table: str, row: dict) -> None:
+    @staticmethod
+    def _insert_in(conn: sqlite3.Connection, table: str, row: dict) -> None:
         if table not in TABLES:
             raise ValueError(f"unknown table {table!r}")
-        cols = ", ".join(row)
-        marks = ", ".join("?" * len(row))
+        conn.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                     tuple(row.values()))
+
+    def _insert(self, table: str, row: dict) -> None:
         with self._write() as c:
-            c.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", tuple(row.values()))
+            self._insert_in(c, table, row)
 
     def _insert_or_refine_search(self, row: dict, since_ts: str) -> str:
         with self._write() as c:
@@ -713,8 +716,7 @@ class SQLiteStore(AnalyticsStore):
                 c.execute(f"UPDATE searches SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
                           (*fields.values(), prev["id"]))
                 return prev["id"]
-            c.execute(f"INSERT INTO searches ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                      tuple(row.values()))
+            self._insert_in(c, "searches", row)
             return row["id"]
 
     def _set_assist_used(self, assist_id: str, used_json: str) -> bool:

@@ -184,21 +184,20 @@ def run_eval(args: argparse.Namespace) -> int:
             kv.split("=") for kv in args.question_lexical_weights.split(","))}
     qvecs = encoder.encode_queries([q["text"] for q in queries]) if any(m != "lexical" for m in modes) else None
     report: dict = {"set": str(args.set_dir or args.queries), "n_queries": len(queries), "modes": {}}
-    per_query: dict[str, list] = {}
     for mode in modes:
         rows = []
         for i, q in enumerate(queries):
             rels = qrels.get(q["id"], {})
             f = Filters(audience=audience, passage_mask=masks[q["id"]] if masks else None)
             if mode == "raw":
-                ranked, flagged = _raw_rank(searcher, qvecs[i], f.passage_mask), False
+                ranked, flagged, top = _raw_rank(searcher, qvecs[i], f.passage_mask), False, {}
             else:
                 res = searcher.search(q["text"], f, limit=10, mode=mode, qvec=None if qvecs is None else qvecs[i],
-                                      snippets=False)
+                                      snippets=False, features=True)
                 ranked, flagged = [r["group"] for r in res["results"]], res["no_confident_answer"]
-                per_query.setdefault(q["id"], []).append((mode, res["top_confidence"]))
+                top = res["results"][0]["features"] if res["results"] else {}
             rows.append({"lang": q.get("lang", "und"), "metrics": score_query(ranked, rels) if rels else None,
-                         "flagged": flagged, "conf": per_query.get(q["id"], [(None, 0)])[-1][1], "id": q["id"]})
+                         "flagged": flagged, "features": top if mode == "hybrid" else None})
         report["modes"][mode] = aggregate(rows)
         if any("note" in q for q in queries):
             # labelled set: queries whose answer exists only in English (note "cross-lingual") vs the rest
@@ -206,7 +205,9 @@ def run_eval(args: argparse.Namespace) -> int:
                      for r, q in zip(rows, queries, strict=True) if r["metrics"] is not None]
             report["modes"][mode]["per_subset"] = aggregate(split)["per_lang"]
         if mode == "hybrid" and args.calibrate:
-            report["calibration"] = calibrate(searcher, queries, qrels, qvecs)
+            # the features of each query's first hybrid result, from the run just scored
+            report["calibration"] = calibrate(searcher, [r["features"] for r in rows],
+                                              [1 if qrels.get(q["id"]) else 0 for q in queries])
     _print(report)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=1, ensure_ascii=False))
@@ -237,9 +238,11 @@ def _fit_confidence(X: np.ndarray, answerable: np.ndarray, max_flagged: float) -
     return w, b - t
 
 
-def calibrate(searcher: Searcher, queries: list[dict], qrels: dict, qvecs: np.ndarray,
+def calibrate(searcher: Searcher, top_features: list[dict], answerable: list[int],
               max_answerable_flagged: float = 0.04, features: tuple[str, ...] = ("z", "gz", "margin")) -> dict:
     """Fit the no-confident-answer model on the labelled set and write kb/calibration.json.
+
+    ``top_features``: the confidence features of each query's first result; ``answerable``: 1 or 0 each.
 
     Target: flag >= 80% of no-answer queries with <= 5% of answerable ones flagged. The answerable bound
     is enforced, fitted at 4% to stay under 5% on queries the fit has not seen (hiding good answers is the
@@ -248,14 +251,8 @@ def calibrate(searcher: Searcher, queries: list[dict], qrels: dict, qvecs: np.nd
     """
     from .search import CALIBRATION_FILE, Calibration
 
-    rows, answerable = [], []
-    for i, q in enumerate(queries):
-        res = searcher.search(q["text"], Filters(audience="internal"), limit=1, qvec=qvecs[i], snippets=False,
-                              features=True)
-        f = res["results"][0]["features"] if res["results"] else {}
-        rows.append([f.get(k, 0.0) for k in features])
-        answerable.append(1 if qrels.get(q["id"]) else 0)
-    X, y = np.array(rows, dtype=float), np.array(answerable)
+    X = np.array([[f.get(k, 0.0) for k in features] for f in top_features], dtype=float)
+    y = np.array(answerable)
     if y.min() == y.max():
         return {"error": "need both answerable and no-answer queries"}
 
