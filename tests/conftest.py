@@ -44,8 +44,13 @@ def built_index(tmp_path_factory, st_encoder) -> Path:
         shutil.copy(cache, index / "embcache.sqlite")
     build(ARTICLES, index, st_encoder)
     import shutil
+    import tempfile
 
-    shutil.copy(index / "embcache.sqlite", cache)
+    # copy then rename: several test sessions on one machine must never read a half-written cache
+    fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=".test-embcache-")
+    os.close(fd)
+    shutil.copy(index / "embcache.sqlite", tmp)
+    os.replace(tmp, cache)
     return index
 
 
