@@ -88,7 +88,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"query language: {res['detected_lang']}{' (romanized)' if res['romanized'] else ''}"
           f"{'   [no confident answer]' if res['no_confident_answer'] else ''}")
     for i, r in enumerate(res["results"], 1):
-        flag = " [English fallback]" if r["lang_fallback"] else ""
+        flag = f" [fallback: no {res['answer_lang']} version]" if r["lang_fallback"] else ""
         print(f"{i:2}. {r['article_id']} ({r['lang']}) {r['title']}{flag}")
         print(f"    § {r['passage']['heading']}   score {r['score']:.4f}  cos {r['dense_score']:.3f}  "
               f"confidence {r['confidence']:.2f}")
@@ -211,6 +211,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--since")
     p.add_argument("--until")
     p.add_argument("--lang")
+    p.add_argument("--channel", action="append",
+                   help="selfservice, agent or api (repeat or comma-separate; default: all)")
+    p.add_argument("--key", help="only searches made with this API key id ('-': without a key)")
     p.add_argument("--format", choices=["text", "json", "csv"], default="text")
     p.add_argument("--report", default="summary")
     p.add_argument("--purge", action="store_true", help="delete events older than the retention period")

@@ -117,6 +117,20 @@ class Filters:
     passage_mask: np.ndarray | None = None  # extra restriction (evaluation pools)
 
 
+def answer_language(guess: LangGuess, f: Filters) -> str | None:
+    """The language the answers are wanted in; a card shown in another one is a ``lang_fallback``.
+
+    The ``lang`` filter when given (only that language is eligible, so nothing is a fallback), else the
+    detected query language when detection is sure (romanized Tamil wants Tamil). None when detection is
+    unsure or found no language: a card is then never called a fallback, and the analytics do not count the
+    search as needing a translation. The interface language does not decide it: a Tamil-UI visitor who types
+    English reads English.
+    """
+    if f.lang:
+        return f.lang
+    return guess.lang if guess.certain and guess.lang != "und" else None
+
+
 def _rank_groups(order: list[int], passage_group: np.ndarray) -> dict[int, int]:
     """Rank (0-based) of each group by its best passage in an ordered passage list."""
     ranks: dict[int, int] = {}
@@ -310,6 +324,7 @@ class Searcher:
         return {
             "query": query,
             "detected_lang": guess.lang,
+            "answer_lang": answer_language(guess, f),
             "script": guess.script,
             "romanized": guess.romanized,
             "mode": mode,
@@ -424,6 +439,7 @@ class Searcher:
             if "margin" in qfeat:
                 feats["margin"] = qfeat["margin"]
         conf = self.config.calibration.confidence(feats) if mode != "lexical" else min(1.0, fused * 30)
+        want = answer_language(guess, f)
         return {
             "article_id": art["id"],
             "group": group_id,
@@ -446,7 +462,7 @@ class Searcher:
             "confidence": round(conf, 4),
             "z_score": round(best_z, 3),
             "features": {k: round(v, 4) for k, v in feats.items()},
-            "lang_fallback": art["lang"] != guess.lang,
+            "lang_fallback": want is not None and art["lang"] != want,
             "stale": (today - updated).days > self.config.stale_days,
         }
 

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
+from kb.analytics import search_event_fields
 from kb.assist import MAX_CHARS, assist
 from kb.search import Filters
 from kb.service import article_view
@@ -217,9 +218,18 @@ def _audience() -> str:
 
 
 def _channel() -> str:
-    if g.role in ("agent", "admin"):
+    """Who is calling, for analytics: the help-center pages say ``X-KB-Channel: selfservice``, the agent
+    sidebar ``agent`` (only with an agent or admin key); anything else is an integration (``api``), keyed or
+    not, so one integrator's burst never lands in the self-service or agent figures."""
+    asked = request.headers.get("X-KB-Channel")
+    if asked == "agent" and g.role in ("agent", "admin"):
         return "agent"
-    return "selfservice" if request.headers.get("X-KB-Channel") == "selfservice" else "api"
+    return "selfservice" if asked == "selfservice" else "api"
+
+
+def _caller() -> dict:
+    """The analytics fields every event carries: channel, API key id (never the secret), session."""
+    return {"channel": _channel(), "key_id": g.key_id, "session_id": _session()}
 
 
 # ---------------------------------------------------------------------------- search
@@ -246,14 +256,10 @@ def search():
     t0 = time.perf_counter()
     res = searcher.search(q, f, limit=limit, offset=offset)
     latency = (time.perf_counter() - t0) * 1000
-    results = res["results"]
     search_id = _store().record_search(
-        channel=_channel(), query=q, lang=res["detected_lang"],
+        q, **{**_caller(), "session_id": session},
         filters={k: v for k, v in {"lang": f.lang, "topic": args.get("topic"), "country": args.get("country")}.items() if v},
-        result_ids=[r["article_id"] for r in results], top_confidence=res["top_confidence"],
-        no_confident_answer=res["no_confident_answer"], latency_ms=latency,
-        session_id=session,
-        lang_fallback_only=bool(results) and all(r["lang_fallback"] for r in results[:3]),
+        **{**search_event_fields(res), "latency_ms": latency},
     )
     return jsonify({"search_id": search_id, **res})
 
@@ -306,8 +312,7 @@ def feedback():
     body = request.get_json()
     _visible_article(body["article_id"])
     fid = _store().record_feedback(search_id=body["search_id"], article_id=body["article_id"],
-                                   helpful=bool(body["helpful"]), comment=body.get("comment"),
-                                   session_id=_session())
+                                   helpful=bool(body["helpful"]), comment=body.get("comment"), **_caller())
     return jsonify({"id": fid, "stored": True}), 201
 
 
@@ -318,7 +323,7 @@ def click():
     body = request.get_json()
     _visible_article(body["article_id"])
     cid = _store().record_click(search_id=body["search_id"], article_id=body["article_id"], rank=int(body["rank"]),
-                                session_id=_session())
+                                **_caller())
     return jsonify({"id": cid, "stored": True}), 201
 
 
@@ -327,7 +332,7 @@ def click():
 @validated
 def contact():
     body = request.get_json()
-    cid = _store().record_contact(search_id=body.get("search_id"), session_id=_session())
+    cid = _store().record_contact(search_id=body.get("search_id"), **_caller())
     return jsonify({"id": cid, "stored": True}), 201
 
 
@@ -343,16 +348,15 @@ def analytics(report: str):
     args = request.args
     try:
         rows = run_report(_store(), report, since=args.get("since"), until=args.get("until"), lang=args.get("lang"),
-                          embed=_service().encoder.encode_queries)
+                          embed=_service().encoder.encode_queries, channel=args.get("channel"), key=args.get("key"))
     except ValueError as e:
-        field = "until" if "until" in str(e) else "since"
+        word = str(e).split(" ", 1)[0]
+        field = word if word in ("channel", "key") else "until" if "until" in str(e) else "since"
         raise APIError(400, "bad_request", str(e), field) from None
     if args.get("format") == "csv":
-        from kb.analytics import to_csv
+        from kb.analytics import report_rows, to_csv
 
-        data = rows.get("articles", [rows]) if isinstance(rows, dict) and report == "helpfulness" else rows
-        data = data if isinstance(data, list) else [data]
-        return Response(to_csv(data), mimetype="text/csv",
+        return Response(to_csv(report_rows(report, rows)), mimetype="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="{report}.csv"'})
     return jsonify({"report": report, "data": rows})
 

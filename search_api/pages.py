@@ -14,6 +14,7 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, make_response, render_template, request, url_for
 
+from kb.analytics import CHANNELS, REPORTS
 from kb.service import article_view
 
 from . import i18n
@@ -26,7 +27,9 @@ ARTICLE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{2,79}$")
 LANG_CODE = re.compile(r"^[a-z]{2}$")
 SEARCH_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 STATIC_DIR = Path(__file__).with_name("static")
-REPORTS = ("summary", "per_day", "top_queries", "gaps", "helpfulness", "translation")
+# What a support manager reads first: the people searching (customers in the help center, agents in the
+# sidebar); integrations' traffic is one click away, so one integrator's burst cannot fill top queries.
+DEFAULT_CHANNELS = ("selfservice", "agent")
 
 
 @cache
@@ -177,5 +180,8 @@ def dashboard():
         "dashboard.html",
         page="dashboard",
         key_label_key="admin_key_label",
-        js={"reports": list(REPORTS), "langs": list(i18n.LANGS)},
+        channels=CHANNELS,
+        default_channels=DEFAULT_CHANNELS,
+        js={"reports": list(REPORTS), "langs": list(i18n.LANGS), "channels": list(CHANNELS),
+            "defaultChannels": list(DEFAULT_CHANNELS)},
     )

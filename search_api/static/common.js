@@ -114,10 +114,14 @@
     return id;
   }
 
+  // Analytics: the channel this page's calls come from (the API believes "agent" only with an agent key).
+  const CHANNEL = { help: "selfservice", article: "selfservice", agent: "agent" }[cfg.page] || null;
+
   /** fetch wrapper: JSON in, {ok, status, data} out; never throws for HTTP errors. */
   async function api(method, path, opts) {
     const o = opts || {};
-    const headers = Object.assign({ Accept: "application/json" }, o.headers || {});
+    const headers = Object.assign({ Accept: "application/json" }, CHANNEL ? { "X-KB-Channel": CHANNEL } : {},
+      o.headers || {});
     const sid = sessionId();
     if (sid) headers["X-KB-Session"] = sid;
     const init = { method, headers, credentials: "same-origin", signal: o.signal, keepalive: !!o.keepalive };
@@ -143,7 +147,8 @@
   /** Fire-and-forget event that survives navigation: fetch keepalive, else sendBeacon. */
   function sendEvent(path, body, headers) {
     const sid = sessionId();
-    const h = Object.assign({ "Content-Type": "application/json" }, headers || {});
+    const h = Object.assign({ "Content-Type": "application/json" }, CHANNEL ? { "X-KB-Channel": CHANNEL } : {},
+      headers || {});
     if (sid) h["X-KB-Session"] = sid;
     try {
       fetch(path, { method: "POST", headers: h, body: JSON.stringify(body), keepalive: true,

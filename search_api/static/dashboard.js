@@ -4,7 +4,9 @@
   const KB = window.KB;
   const t = KB.t;
   const key = KB.stored("kb-admin-key");
-  const REPORTS = KB.cfg.reports || ["summary", "per_day", "top_queries", "gaps", "helpfulness", "translation"];
+  const REPORTS = KB.cfg.reports || ["summary", "per_day", "top_queries", "zero_queries", "gaps", "helpfulness",
+    "translation"];
+  const CHANNELS = KB.cfg.channels || ["selfservice", "agent", "api"];
   const COLORS = { en: "#0b5f6e", ml: "#d0641e", bn: "#2f8f4e", ta: "#8a3ea8", am: "#c23b4c", hi: "#3567c8" };
   const EXTRA = ["#6b7480", "#b8860b", "#1f9aa8", "#a05a2c"];
   const charts = {};
@@ -17,6 +19,8 @@
   const since = document.getElementById("since");
   const until = document.getElementById("until");
   const langSel = document.getElementById("lang");
+  const keyFilter = document.getElementById("key-filter");
+  const channelBoxes = Array.from(document.querySelectorAll("input[name=channel]"));
   const status = document.getElementById("dash-status");
   const content = document.getElementById("dash-content");
 
@@ -43,11 +47,26 @@
     return COLORS[lang] || EXTRA[i % EXTRA.length];
   }
 
-  function params(extra) {
+  /** The channels ticked; none ticked counts as all (an empty selection would show nothing). */
+  function channels() {
+    const on = channelBoxes.filter((b) => b.checked).map((b) => b.value);
+    return on.length ? on : CHANNELS.slice();
+  }
+
+  /** Query string of the current view; ``scoped`` false drops the channel and key filters. */
+  function params(extra, scoped) {
     const p = new URLSearchParams({ since: since.value, until: until.value });
     if (langSel.value) p.set("lang", langSel.value);
+    if (scoped !== false) {
+      p.set("channel", channels().join(","));
+      if (keyFilter.value.trim()) p.set("key", keyFilter.value.trim());
+    }
     for (const [k, v] of Object.entries(extra || {})) p.set(k, v);
     return p.toString();
+  }
+
+  function channelName(c) {
+    return t("channel_" + c) === "channel_" + c ? c : t("channel_" + c);
   }
 
   /** A plain data table; every cell is text. cols: [{key, label, num, fmt}] */
@@ -93,6 +112,7 @@
       ["kpi_searches", KB.formatNumber(s.searches || 0)],
       ["kpi_sessions", KB.formatNumber(s.sessions || 0)],
       ["kpi_zero", KB.formatPercent(s.zero_result_rate)],
+      ["kpi_empty", KB.formatPercent(s.empty_result_rate)],
       ["kpi_nca", KB.formatPercent(s.no_confident_answer_rate)],
       ["kpi_ctr1", KB.formatPercent(s.ctr_at_1)],
       ["kpi_ctr3", KB.formatPercent(s.ctr_at_3)],
@@ -109,6 +129,15 @@
       box.appendChild(KB.el("dd", null, v));
       dl.appendChild(box);
     }
+    put("table-languages", table(s.languages || [], [
+      { key: "lang", label: t("col_lang"), fmt: (v) => KB.langName(v) },
+      { key: "searches", label: t("col_count"), num: true, fmt: KB.formatNumber },
+      { key: "zero_result_rate", label: t("kpi_zero"), num: true, fmt: KB.formatPercent },
+      { key: "empty_results", label: t("col_empty"), num: true, fmt: KB.formatNumber },
+      { key: "no_confident_answer", label: t("col_nca"), num: true, fmt: KB.formatNumber },
+      { key: "ctr_at_1", label: t("kpi_ctr1"), num: true, fmt: KB.formatPercent },
+      { key: "helpfulness_rate", label: t("kpi_helpful"), num: true, fmt: KB.formatPercent },
+    ]));
     const rates = [
       ["kpi_zero", s.zero_result_rate], ["kpi_nca", s.no_confident_answer_rate], ["kpi_ctr1", s.ctr_at_1],
       ["kpi_ctr3", s.ctr_at_3], ["kpi_helpful", s.helpfulness_rate], ["kpi_deflection", s.deflection_rate],
@@ -157,9 +186,11 @@
     const perDay = {};
     for (const r of rows) {
       by[r.day + "|" + r.lang] = r.searches;
-      const agg = perDay[r.day] || (perDay[r.day] = { day: r.day, searches: 0, zero_results: 0, no_confident_answer: 0 });
+      const agg = perDay[r.day] ||
+        (perDay[r.day] = { day: r.day, searches: 0, zero_results: 0, empty_results: 0, no_confident_answer: 0 });
       agg.searches += r.searches;
       agg.zero_results += r.zero_results;
+      agg.empty_results += r.empty_results;
       agg.no_confident_answer += r.no_confident_answer;
     }
     const labels = days.map(shortDate);
@@ -179,6 +210,7 @@
       { key: "lang", label: t("col_lang"), fmt: (v) => KB.langName(v) },
       { key: "searches", label: t("col_count"), num: true, fmt: KB.formatNumber },
       { key: "zero_results", label: t("col_zero"), num: true, fmt: KB.formatNumber },
+      { key: "empty_results", label: t("col_empty"), num: true, fmt: KB.formatNumber },
       { key: "no_confident_answer", label: t("col_nca"), num: true, fmt: KB.formatNumber },
     ]));
 
@@ -190,6 +222,8 @@
         datasets: [
           { label: t("kpi_zero"), data: days.map((d) => rate(d, "zero_results")), borderColor: "#c23b4c",
             backgroundColor: "#c23b4c", spanGaps: true, tension: 0.2 },
+          { label: t("kpi_empty"), data: days.map((d) => rate(d, "empty_results")), borderColor: "#6b7480",
+            backgroundColor: "#6b7480", spanGaps: true, tension: 0.2, borderDash: [4, 3] },
           { label: t("kpi_nca"), data: days.map((d) => rate(d, "no_confident_answer")), borderColor: "#d0641e",
             backgroundColor: "#d0641e", spanGaps: true, tension: 0.2 },
         ],
@@ -202,12 +236,14 @@
     });
     const dayRows = Object.values(perDay).sort((a, b) => (a.day < b.day ? -1 : 1)).map((r) => ({
       day: r.day, searches: r.searches, zero: r.searches ? r.zero_results / r.searches : null,
+      empty: r.searches ? r.empty_results / r.searches : null,
       nca: r.searches ? r.no_confident_answer / r.searches : null,
     }));
     put("table-rates-day", table(dayRows, [
       { key: "day", label: t("col_day"), fmt: (v) => KB.formatDate(v) },
       { key: "searches", label: t("col_count"), num: true, fmt: KB.formatNumber },
       { key: "zero", label: t("kpi_zero"), num: true, fmt: KB.formatPercent },
+      { key: "empty", label: t("kpi_empty"), num: true, fmt: KB.formatPercent },
       { key: "nca", label: t("kpi_nca"), num: true, fmt: KB.formatPercent },
     ]));
   }
@@ -221,7 +257,42 @@
     ]));
   }
 
-  function renderGaps(clusters) {
+  function renderZeroQueries(rows) {
+    put("table-zero", table(rows, [
+      { key: "query", label: t("col_query"), lang: "lang" },
+      { key: "lang", label: t("col_lang"), fmt: (v) => KB.langName(v) },
+      { key: "count", label: t("col_zero"), num: true, fmt: KB.formatNumber },
+      { key: "empty_results", label: t("col_empty"), num: true, fmt: KB.formatNumber },
+      { key: "no_confident_answer", label: t("col_nca"), num: true, fmt: KB.formatNumber },
+      { key: "zero_result_rate", label: t("kpi_zero"), num: true, fmt: KB.formatPercent },
+    ]));
+  }
+
+  /** Searches per channel and per API key over every channel, so what the filter leaves out stays visible. */
+  function renderChannels(s) {
+    put("table-channels", table(s.channels || [], [
+      { key: "channel", label: t("col_channel"), fmt: channelName },
+      { key: "searches", label: t("col_count"), num: true, fmt: KB.formatNumber },
+      { key: "zero_result_rate", label: t("kpi_zero"), num: true, fmt: KB.formatPercent },
+      { key: "ctr_at_1", label: t("kpi_ctr1"), num: true, fmt: KB.formatPercent },
+    ]));
+    put("table-keys", table((s.keys || []).filter((r) => r.key !== "-"), [
+      { key: "key", label: t("col_key") },
+      { key: "searches", label: t("col_count"), num: true, fmt: KB.formatNumber },
+      { key: "zero_result_rate", label: t("kpi_zero"), num: true, fmt: KB.formatPercent },
+    ]));
+  }
+
+  function renderGaps(all) {
+    const idents = all.filter((c) => c.kind === "identifier");
+    put("gap-identifiers", table(idents, [
+      { key: "identifier", label: t("col_identifier"),
+        fmt: (v) => v.split("+").map((k) => (t("ident_" + k) === "ident_" + k ? k : t("ident_" + k))).join(" + ") },
+      { key: "size", label: t("col_count"), num: true, fmt: KB.formatNumber },
+      { key: "languages", label: t("col_lang"),
+        fmt: (v) => Object.entries(v || {}).map(([l, n]) => KB.langName(l) + " " + KB.formatNumber(n)).join(", ") },
+    ]));
+    const clusters = all.filter((c) => c.kind !== "identifier");
     const box = document.getElementById("gaps");
     box.replaceChildren();
     const langs = new Set();
@@ -243,7 +314,9 @@
       const ol = KB.el("ol");
       for (const c of mine) {
         const li = KB.el("li");
-        li.appendChild(KB.el("span", { lang }, (c.examples || []).slice(0, 3).join(" · ")));
+        const others = (c.examples || []).filter((q) => q !== c.label).slice(0, 2);
+        li.appendChild(KB.el("strong", { class: "gap-label" }, c.label || ""));
+        if (others.length) li.appendChild(KB.el("span", null, " · " + others.join(" · ")));
         li.appendChild(document.createTextNode(" "));
         li.appendChild(KB.el("span", { class: "gap-count" },
           "(" + t("col_count") + ": " + KB.formatNumber(c.languages[lang]) + ")"));
@@ -299,13 +372,16 @@
     put("table-translation", table(rows, [
       { key: "lang", label: t("col_lang"), fmt: (v) => KB.langName(v) },
       { key: "article_id", label: t("col_article"), fmt: (v) => articleLink(v) },
+      { key: "shown_lang", label: t("col_shown"), fmt: (v) => KB.langName(v) },
       { key: "searches", label: t("col_count"), num: true, fmt: KB.formatNumber },
+      { key: "clicks", label: t("col_clicks"), num: true, fmt: KB.formatNumber },
       { key: "examples", label: t("col_examples"), lang: "lang", fmt: (v) => (v || []).join(" · ") },
     ]));
   }
 
   const RENDER = {
-    summary: renderSummary, per_day: renderPerDay, top_queries: renderTopQueries, gaps: renderGaps,
+    summary: renderSummary, per_day: renderPerDay, top_queries: renderTopQueries, zero_queries: renderZeroQueries,
+    gaps: renderGaps,
     helpfulness: renderHelpfulness, translation: renderTranslation,
   };
 
@@ -317,8 +393,9 @@
     }
     setStatus(t("loading"));
     const headers = { "X-API-Key": key.get() };
-    const results = await Promise.all(REPORTS.map((r) =>
-      KB.api("GET", "/api/v1/analytics/" + r + "?" + params(), { headers })));
+    const requests = REPORTS.map((r) => "/api/v1/analytics/" + r + "?" + params());
+    requests.push("/api/v1/analytics/summary?" + params(null, false)); // every channel, for the channel panel
+    const results = await Promise.all(requests.map((u) => KB.api("GET", u, { headers })));
     const denied = results.find((r) => r.status === 401 || r.status === 403);
     if (denied) {
       key.clear();
@@ -342,6 +419,8 @@
         if (window.console) console.error(name, e);
       }
     });
+    const overall = results[REPORTS.length];
+    if (overall.ok && overall.data) renderChannels(overall.data.data); else failed += 1;
     setStatus(failed ? t("load_error") : "", !!failed);
     const url = new URL(window.location.href);
     url.search = params();
@@ -381,6 +460,11 @@
   since.value = /^\d{4}-\d{2}-\d{2}$/.test(q.get("since") || "") ? q.get("since") : iso(start);
   until.value = /^\d{4}-\d{2}-\d{2}$/.test(q.get("until") || "") ? q.get("until") : iso(today);
   if (q.get("lang") && Array.from(langSel.options).some((o) => o.value === q.get("lang"))) langSel.value = q.get("lang");
+  if (q.get("channel")) {
+    const wanted = q.get("channel").split(",");
+    for (const b of channelBoxes) b.checked = wanted.includes(b.value);
+  }
+  if (/^([A-Za-z0-9_]{1,64}|-)$/.test(q.get("key") || "")) keyFilter.value = q.get("key");
 
   for (const b of document.querySelectorAll("button.csv")) {
     const heading = b.closest("section") && b.closest("section").querySelector("h2");

@@ -42,7 +42,7 @@
       li.querySelector(".snippet").innerHTML = r.snippet_html || "";
       if (r.lang_fallback) {
         const label = li.querySelector(".fallback");
-        label.textContent = t("fallback_label", { shown: KB.langName(r.lang), wanted: KB.langName(state.detected) });
+        label.textContent = t("fallback_label", { shown: KB.langName(r.lang), wanted: KB.langName(state.wanted) });
         label.setAttribute("lang", KB.ui);
         label.hidden = false;
       }
@@ -110,6 +110,7 @@
         clear();
         state.q = q;
         state.detected = data.detected_lang;
+        state.wanted = data.answer_lang || data.detected_lang; // lang_fallback is measured against answer_lang
         currentSearchId = data.search_id;
         if (data.no_confident_answer) {
           noAnswer.hidden = false;
