@@ -575,14 +575,14 @@ def _seed_analytics(live: LiveServer) -> None:
                                   lang="en", result_ids=["lithium-batteries"], top_confidence=0.9)
         store.record_click(sid, "lithium-batteries", 1, session_id=f"s{i}")
         store.record_feedback("lithium-batteries", True, search_id=sid, session_id=f"s{i}")
-        store.record_feedback("customs-valuation", False, session_id=f"s{i}")
+        store.record_feedback("customs-valuation", False, session_id=f"s{i}", channel="selfservice")
     for q, lang in (("யூனிகார்னை நிலவுக்கு அனுப்புவது எப்படி", "ta"), ("ইউনিকর্ন চাঁদে পাঠানো", "bn"),
                     ("ইউনিকর্ন চাঁদে পাঠানো", "bn")):
         store.record_search(q, channel="selfservice", session_id="gap", lang=lang, result_ids=[],
                             no_confident_answer=True)
-    store.record_search("मेरा खाता कैसे बनाएं", channel="selfservice", session_id="hi1", lang="hi",
-                        result_ids=["create-and-manage-your-account"], lang_fallback_only=True)
-    store.record_contact(session_id="gap")
+    store.record_search("मेरा खाता कैसे बनाएं", channel="selfservice", session_id="hi1", lang="hi", answer_lang="hi",
+                        result_ids=["create-and-manage-your-account"], result_langs=["en"], top_confidence=0.9)
+    store.record_contact(session_id="gap", channel="selfservice")
 
 
 
