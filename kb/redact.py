@@ -109,8 +109,10 @@ _RULES: list[tuple[str, str, str | Callable[[regex.Match], str]]] = [
     ("email", r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
               r"(?![A-Za-z0-9-])", "[EMAIL]"),
     # International phone numbers start with "+", which nothing else does: +91 98765 43210,
-    # +251 91 123 4567, +44 20 7946 0958, +1 (212) 555-0123, +919876543210.
-    ("phone_intl", r"(?<![A-Za-z\d+])\+\d{1,3}(?:[ .-]?(?:\(\d{1,4}\)|\d{2,5})){1,6}" + _R, _phone_intl),
+    # +251 91 123 4567, +44 20 7946 0958, +1 (212) 555-0123, +919876543210; or with the "00" exit code
+    # and a separator after the country code (0044 20 7946 0958), so a 12-digit waybill starting 00 stays one.
+    ("phone_intl", r"(?<![A-Za-z\d+])(?:\+\d{1,3}|(?<![\d.-]|\d[ .-])00\d{1,3}(?=[ .-]))(?:[ .-]?(?:\(\d{1,4}\)|\d{2,5})){1,6}" + _R,
+     _phone_intl),
     ("ups", _L + r"1Z[0-9A-Z]{16}" + _R, "[TRACKING]"),
     ("s10", _L + r"(?:[A-Z]{2}\d{9}[A-Z]{2}|(?-i:[A-Z]{2} \d{3} \d{3} \d{3} [A-Z]{2}))" + _R, "[TRACKING]"),
     ("gstin", _L + r"\d{2}[A-Z]{5}\d{4}[A-Z][0-9A-Z]Z[0-9A-Z]" + _R, "[GSTIN]"),

@@ -14,6 +14,8 @@ CASES = {
     "phone_in_intl": ("+91 98765 43210", "[PHONE]"),
     "phone_et_intl": ("+251 91 123 4567", "[PHONE]"),
     "phone_uk_intl": ("+44 20 7946 0958", "[PHONE]"),
+    "phone_uk_exit_code": ("0044 20 7946 0958", "[PHONE]"),
+    "waybill_leading_zeros": ("004821093755", "[TRACKING]"),
     "phone_us_intl": ("+1 (212) 555-0123", "[PHONE]"),
     "phone_intl_compact": ("+919876543210", "[PHONE]"),
     "phone_local_11": ("09876543210", "[PHONE]"),
