@@ -1,12 +1,11 @@
 """Lexical leg: SQLite FTS5 (BM25) over script-aware normalised tokens.
 
-FTS5's unicode61 tokenizer keeps combining marks (vowel signs, viramas) inside tokens, but Indic text
-arrives in several equivalent encodings. So text is normalised here first, identically for passages and
-queries: Unicode NFC, old-style Malayalam chillu sequences (consonant + virama + ZWJ) and atomic chillu
-letters both mapped to consonant + virama, remaining ZWJ/ZWNJ removed, Amharic homophone letter series
-folded, case folded. Query terms become
-prefix terms with trailing vowel signs/viramas dropped, so a stem finds its common inflected forms
-(पार्सल → पार्सलों, பார்சல் → பார்சலை).
+FTS5's unicode61 tokenizer is told to keep combining marks (vowel signs, viramas) inside tokens (see
+FTS5_TOKENIZER), but Indic text arrives in several equivalent encodings. So text is normalised here first,
+identically for passages and queries: Unicode NFC, old-style Malayalam chillu sequences (consonant + virama
++ ZWJ) and atomic chillu letters both mapped to consonant + virama, remaining ZWJ/ZWNJ removed, Amharic
+homophone letter series folded, case folded. Query terms become prefix terms with trailing vowel
+signs/viramas dropped, so a stem finds its common inflected forms (पार्सल → पार्सलों, பார்சல் → பார்சலை).
 """
 
 from __future__ import annotations
@@ -73,6 +72,12 @@ def query_terms(text: str) -> list[str]:
     return terms[:64]
 
 
+# The text is stored as tokenize()'s tokens joined by spaces; unicode61 must keep each one whole. Its default
+# token characters ("L* N* Co") leave out the combining marks (M*), so without M* a Bengali, Hindi, Malayalam
+# or Tamil word fell apart at every vowel sign and virama (হারানো -> হ র ন).
+FTS5_TOKENIZER = "'unicode61 remove_diacritics 0 categories ''L* N* Co M*'''"
+
+
 class LexicalIndex:
     """FTS5 tables: `fts` holds passage texts (rowid = passage position in the bundle), `questions` the
     editor-written questions (rowid = question position)."""
@@ -97,8 +102,8 @@ class LexicalIndex:
         conn = sqlite3.connect(path)
         try:
             for table, rows in zip(LexicalIndex.TABLES, (texts, questions or []), strict=True):
-                conn.execute(f"CREATE VIRTUAL TABLE {table} USING fts5(body, "
-                             "tokenize='unicode61 remove_diacritics 0', prefix='2 3')")
+                conn.execute(f"CREATE VIRTUAL TABLE {table} USING fts5(body, tokenize={FTS5_TOKENIZER}, "
+                             "prefix='2 3')")
                 conn.executemany(f"INSERT INTO {table}(rowid, body) VALUES (?, ?)",
                                  ((i, " ".join(tokenize(t))) for i, t in enumerate(rows)))
             conn.commit()
