@@ -15,7 +15,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,postgres]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -38,6 +38,7 @@ test: install browsers
 bench: install
 	$(BIN)/python benchmarks/build.py
 	$(BIN)/python benchmarks/serve.py
+	$(BIN)/python benchmarks/postgres.py
 
 clean:
 	rm -rf $(VENV) index/bundles index/CURRENT index/embcache.sqlite

@@ -1,4 +1,4 @@
-"""Vector stores behind one small interface (after txtai's `ann/`), so a pgvector backend can follow.
+"""Vector stores behind one small interface (after txtai's `ann/`); pgvector's is in kb/pgindex.py.
 
 Vectors are L2-normalised, so inner product is cosine similarity.
 """
@@ -12,21 +12,21 @@ import numpy as np
 
 
 class VectorStore(ABC):
-    kind: str = ""
-    filename: str = "vectors.faiss"
+    """What search asks of a vector store: nearest neighbours, candidates and the stored vectors."""
 
-    @abstractmethod
-    def add(self, vectors: np.ndarray) -> None: ...
+    kind: str = ""
 
     @abstractmethod
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids) for one query vector, best first; ids are insertion positions."""
 
-    @abstractmethod
-    def save(self, directory: Path) -> None: ...
+    def candidates(self, query: np.ndarray, k: int) -> np.ndarray:
+        """Positions worth scoring exactly for ``query`` (a backend may propose more than ``search``)."""
+        return self.search(query, k)[1]
 
     @abstractmethod
-    def load(self, directory: Path) -> None: ...
+    def vectors(self) -> np.ndarray:
+        """All stored vectors, in insertion order (search scores them exactly)."""
 
     @property
     @abstractmethod
@@ -34,6 +34,10 @@ class VectorStore(ABC):
 
 
 class FaissStore(VectorStore):
+    """A FAISS index saved as one file in the bundle directory."""
+
+    filename: str = "vectors.faiss"
+
     def __init__(self, dim: int):
         self.dim = dim
         self.index = None
@@ -53,6 +57,11 @@ class FaissStore(VectorStore):
         scores, ids = self.index.search(np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32), k)
         keep = ids[0] >= 0
         return scores[0][keep], ids[0][keep]
+
+    def vectors(self) -> np.ndarray:
+        if self.index is None or self.index.ntotal == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.index.reconstruct_n(0, self.index.ntotal)
 
     def save(self, directory: Path) -> None:
         import faiss
@@ -109,7 +118,7 @@ class HNSWStore(FaissStore):
 STORES: dict[str, type[FaissStore]] = {"flat": FlatStore, "hnsw": HNSWStore}
 
 
-def create_store(kind: str, dim: int) -> VectorStore:
+def create_store(kind: str, dim: int) -> FaissStore:
     try:
         return STORES[kind](dim)
     except KeyError:

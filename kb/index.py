@@ -214,6 +214,32 @@ def write_bundle(directory: Path, articles: list[Article], passages: list[Passag
     return manifest
 
 
+@dataclass
+class Prepared:
+    """What a build publishes, whatever the backend: articles, passages, questions and their vectors."""
+
+    articles: list[Article]
+    passages: list[Passage]
+    vectors: np.ndarray
+    headings: np.ndarray
+    questions: list[dict]
+    question_vectors: np.ndarray
+    computed: int
+    reused: int
+
+
+def prepare(articles_dir: Path | None, encoder: Encoder, cache: EmbeddingCache | None, progress: bool = False,
+            articles: list[Article] | None = None) -> Prepared:
+    """Split the articles into passages and embed passages, headings and questions (cached)."""
+    if articles is None:
+        articles = load_articles(Path(articles_dir))
+    passages = [p for a in articles for p in split_article(a)]
+    vectors, headings, computed, reused = embed_passages(passages, encoder, cache, progress=progress)
+    questions = article_questions(articles, check_out_of_scope(Path(articles_dir))[0] if articles_dir else None)
+    qvecs, qc, qr = embed_questions(questions, encoder, cache, progress=progress)
+    return Prepared(articles, passages, vectors, headings, questions, qvecs, computed + qc, reused + qr)
+
+
 def build(articles_dir: Path, index_dir: Path, encoder: Encoder, store_kind: str = "flat",
           progress: bool = False, articles: list[Article] | None = None) -> BuildReport:
     """Build a bundle from the articles and make it current."""
@@ -221,23 +247,17 @@ def build(articles_dir: Path, index_dir: Path, encoder: Encoder, store_kind: str
     index_dir = Path(index_dir)
     bundles = index_dir / "bundles"
     bundles.mkdir(parents=True, exist_ok=True)
-    if articles is None:
-        articles = load_articles(Path(articles_dir))
-    passages = [p for a in articles for p in split_article(a)]
     cache = EmbeddingCache(index_dir / "embcache.sqlite")
     try:
-        vectors, headings, computed, reused = embed_passages(passages, encoder, cache, progress=progress)
-        questions = article_questions(articles, check_out_of_scope(Path(articles_dir))[0] if articles_dir else None)
-        qvecs, qc, qr = embed_questions(questions, encoder, cache, progress=progress)
-        computed, reused = computed + qc, reused + qr
+        prep = prepare(articles_dir, encoder, cache, progress=progress, articles=articles)
     finally:
         cache.close()
     name = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.getpid()}-{int(time.time() * 1e6) % 1000000:06d}"
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=bundles))
     try:
-        manifest = write_bundle(tmp, articles, passages, vectors, headings, encoder, store_kind,
+        manifest = write_bundle(tmp, prep.articles, prep.passages, prep.vectors, prep.headings, encoder, store_kind,
                                 extra={"build_seconds": round(time.perf_counter() - t0, 3)},
-                                questions=questions, question_vectors=qvecs)
+                                questions=prep.questions, question_vectors=prep.question_vectors)
         os.rename(tmp, bundles / name)
         _fsync_dir(bundles)
     except BaseException:
@@ -245,8 +265,8 @@ def build(articles_dir: Path, index_dir: Path, encoder: Encoder, store_kind: str
         raise
     set_current(index_dir, name)
     _prune(index_dir, keep=name)
-    return BuildReport(name, len(articles), len(passages), computed, reused, time.perf_counter() - t0,
-                       manifest["counts"]["languages"])
+    return BuildReport(name, len(prep.articles), len(prep.passages), prep.computed, prep.reused,
+                       time.perf_counter() - t0, manifest["counts"]["languages"])
 
 
 def set_current(index_dir: Path, name: str) -> None:
@@ -336,3 +356,16 @@ class Bundle:
             raise BundleError(f"{path}: questions.npy has shape {qvecs.shape}, expected {(len(questions), manifest['dim'])}")
         return cls(name, path, manifest, passages, articles, store, LexicalIndex(path / "lexical.sqlite"), headings,
                    questions, qvecs)
+
+
+class BundleDir:
+    """The default source of bundles for the service: an index directory with ``CURRENT``."""
+
+    def __init__(self, index_dir: Path):
+        self.index_dir = Path(index_dir)
+
+    def current(self) -> str:
+        return current_name(self.index_dir)
+
+    def open(self, name: str | None = None, model_checksum: str | None = None) -> Bundle:
+        return Bundle.open(self.index_dir, model_checksum=model_checksum, name=name)

@@ -29,7 +29,7 @@ from .lexical import matching_spans
 MODES = ("dense", "lexical", "hybrid")
 SENTENCE_RE = regex.compile(r"(?<=[.!?।።॥?])\s+|\n+")
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
-EXACT_LIMIT = 50_000  # passages; above this dense candidates come from the FAISS (HNSW) index
+EXACT_LIMIT = 50_000  # passages; above this dense candidates come from the vector store's ANN index
 
 
 CONFIDENCE_FEATURES = ("z", "gz", "margin")
@@ -94,6 +94,7 @@ class SearchConfig:
     # every passage; tokens then only match within a script, plus Latin codes and names across scripts.
     lexical_gate: str = "language"
     candidates: int = 200
+    exact_limit: int = EXACT_LIMIT  # above this many passages the vector store proposes dense candidates
     heading_weight: float = 0.35  # share of the title/heading cosine in a passage's dense score
     # weight of the best editor-written question (front matter `questions`, matched query-to-query) next to
     # the best passage in a group's semantic score; both are z-scores. `kb eval` on the labelled set:
@@ -212,10 +213,9 @@ class Searcher:
         return detect(text, self.romanized_vocab)
 
     def _vectors(self, n: int) -> np.ndarray:
-        index = getattr(self.bundle.store, "index", None)
-        if n == 0 or index is None:
+        if n == 0:
             return np.zeros((0, self.encoder.dim), dtype=np.float32)
-        return index.reconstruct_n(0, n)
+        return np.ascontiguousarray(self.bundle.store.vectors()[:n], dtype=np.float32)
 
     # ------------------------------------------------------------------ filters
 
@@ -346,8 +346,8 @@ class Searcher:
         rates any text in the query's own language a few points higher, so without centring a Malayalam
         question prefers an unrelated Malayalam article to the English one that answers it.
         """
-        if len(self.vectors) > EXACT_LIMIT:  # large KB: the ANN index proposes, exact scores decide
-            _s, ids = self.bundle.store.search(qvec, self.config.candidates * 4)
+        if len(self.vectors) > self.config.exact_limit:  # large KB: the ANN index proposes, exact scores decide
+            ids = self.bundle.store.candidates(qvec, self.config.candidates * 4)
             pool = np.union1d(ids, np.concatenate(list(self.lang_samples.values())))
             score = np.full(len(self.vectors), -1.0, dtype=np.float32)
             score[pool] = self.vectors[pool] @ qvec

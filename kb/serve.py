@@ -12,8 +12,18 @@ import sys
 
 
 def _env(args: argparse.Namespace) -> None:
+    import json
+
     os.environ["KB_INDEX_DIR"] = str(args.index)
     os.environ["KB_DB_PATH"] = str(args.db)
+    os.environ["KB_BACKEND"] = args.backend
+    if args.backend == "postgres":
+        if not args.dsn:
+            raise ValueError("--backend postgres needs --dsn (or KB_PG_DSN), e.g. postgresql://kb@db1/kb")
+        os.environ["KB_PG_DSN"] = args.dsn  # in the environment, not on gunicorn's command line
+        from .cli import replicas
+
+        os.environ["KB_PG_REPLICAS"] = json.dumps(replicas(args))
     if args.config:
         os.environ["KB_CONFIG"] = str(args.config)
 

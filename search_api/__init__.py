@@ -32,17 +32,30 @@ def create_app(config: dict | None = None, service: KBService | None = None) -> 
 
     Path(cfg["DB_PATH"]).parent.mkdir(parents=True, exist_ok=True)
     app.extensions["kb_keys"] = KeyStore(Path(cfg["DB_PATH"]))
-    app.extensions["kb_analytics"] = SQLiteStore(Path(cfg["DB_PATH"]))
+    source, watch = None, float(cfg["WATCH_INTERVAL"])
+    if cfg["BACKEND"] == "postgres":
+        from kb.pg import Cluster
+        from kb.pganalytics import PostgresStore
+        from kb.pgindex import PgIndex
+
+        cluster = Cluster(cfg["PG_DSN"], cfg["PG_REPLICAS"])
+        app.extensions["kb_analytics"] = PostgresStore(cluster)
+        source = PgIndex(cluster)
+        watch = watch or 5.0  # many servers share one database: each follows its pointer row
+    elif cfg["BACKEND"] == "files":
+        app.extensions["kb_analytics"] = SQLiteStore(Path(cfg["DB_PATH"]))
+    else:
+        raise ValueError(f"unknown backend {cfg['BACKEND']!r}: files or postgres")
     if service is None:
         service = KBService(Path(cfg["INDEX_DIR"]), config=SearchConfig(stale_days=cfg["STALE_DAYS"]),
-                            encoder_kind=cfg["ENCODER"], query_cache=cfg["QUERY_CACHE"])
+                            encoder_kind=cfg["ENCODER"], query_cache=cfg["QUERY_CACHE"], source=source)
     app.extensions["kb_service"] = service
     if cfg["LOAD_INDEX"] and not service.ready:
         try:
             service.load()
         except Exception as e:  # serve /healthz and a clear /readyz until an index exists
             log.error("index not loaded: %s", e)
-    service.watch(float(cfg["WATCH_INTERVAL"]))
+    service.watch(watch)
 
     errors.install(app)
     from .api import bp as api_bp

@@ -14,6 +14,7 @@ from flask_limiter.util import get_remote_address
 
 from kb.analytics import search_event_fields
 from kb.assist import MAX_CHARS, assist
+from kb.pg import Unavailable
 from kb.search import Filters
 from kb.service import article_view
 
@@ -256,11 +257,15 @@ def search():
     t0 = time.perf_counter()
     res = searcher.search(q, f, limit=limit, offset=offset)
     latency = (time.perf_counter() - t0) * 1000
-    search_id = _store().record_search(
-        q, **{**_caller(), "session_id": session},
-        filters={k: v for k, v in {"lang": f.lang, "topic": args.get("topic"), "country": args.get("country")}.items() if v},
-        **{**search_event_fields(res), "latency_ms": latency},
-    )
+    try:
+        search_id = _store().record_search(
+            q, **{**_caller(), "session_id": session},
+            filters={k: v for k, v in {"lang": f.lang, "topic": args.get("topic"), "country": args.get("country")}.items() if v},
+            **{**search_event_fields(res), "latency_ms": latency},
+        )
+    except Unavailable as e:  # the answer matters more than its log line: serve it unlogged
+        current_app.logger.warning("search not logged: %s", e)
+        search_id = None
     return jsonify({"search_id": search_id, **res})
 
 

