@@ -108,7 +108,8 @@ def drive(port: int, queries: list[str], clients: int, total: int, seconds: floa
     wall = time.perf_counter() - t0
     lat.sort()
     return {"requests": len(lat), "errors": errors, "p50_ms": statistics.median(lat),
-            "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))], "rps": len(lat) / wall}
+            "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))], "rps": len(lat) / wall,
+            "latencies": lat, "seconds": wall}
 
 
 def main() -> int:

@@ -1268,9 +1268,11 @@ def report_text(report: str, result: Any) -> str:
     return text_table(result)
 
 
-def stats_command(args: Any) -> int:
+def stats_command(args: Any, store: AnalyticsStore | None = None) -> int:
     """``kb stats``: args.db, since, until, lang, channel (list or comma-separated), key, format
-    (text|json|csv), report, purge, retention_days."""
+    (text|json|csv), report, purge, retention_days.
+
+    ``store``: another backend's store (the Postgres one) instead of the SQLite file at args.db."""
     def err(msg: str, code: int) -> int:
         print(f"kb stats: {msg}", file=sys.stderr)
         return code
@@ -1290,12 +1292,12 @@ def stats_command(args: Any) -> int:
         return err(f"unknown format {fmt!r}: text, json or csv", 2)
     db = Path(args.db)
     purge = bool(getattr(args, "purge", False))
-    if not db.exists():
+    if store is None and not db.exists():
         if purge:
             return err(f"no analytics database at {db}: nothing to purge", 1)
         return err(f"no analytics database at {db} (it is created by `kb serve` on the first search)", 1)
 
-    with SQLiteStore(db) as store:
+    with store or SQLiteStore(db) as store:
         if purge:
             days = int(getattr(args, "retention_days", 365))
             if days < 1:

@@ -77,7 +77,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
         index = pg_index(args)
         try:
-            report = pg_build(Path(args.articles), index, encoder, progress=not args.quiet, articles=articles)
+            report = pg_build(Path(args.articles), index, encoder, progress=not args.quiet, articles=articles,
+                              local_cache=Path(args.index) / "embcache.sqlite")
         finally:
             index.cluster.close()
     else:
@@ -158,6 +159,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     from .analytics import stats_command
 
+    if args.backend == "postgres":
+        from .pganalytics import PostgresStore
+
+        return stats_command(args, PostgresStore(pg_index(args).cluster))
     return stats_command(args)
 
 
@@ -261,6 +266,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default="summary")
     p.add_argument("--purge", action="store_true", help="delete events older than the retention period")
     p.add_argument("--retention-days", type=int, default=int(os.environ.get("KB_RETENTION_DAYS", "365")))
+    backend_options(p)
     p.set_defaults(func=cmd_stats)
     return ap
 

@@ -202,7 +202,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if getattr(args, "question_lexical_weights", None):
         searcher.config.question_lexical_weights = {k: float(v) for k, v in (
             kv.split("=") for kv in args.question_lexical_weights.split(","))}
-    qvecs = encoder.encode_queries([q["text"] for q in queries]) if any(m != "lexical" for m in modes) else None
+    qvecs = _query_vectors([q["text"] for q in queries], encoder) if any(m != "lexical" for m in modes) else None
     report: dict = {"set": str(args.set_dir or args.queries), "n_queries": len(queries), "modes": {}}
     for mode in modes:
         rows = []
@@ -232,6 +232,19 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=1, ensure_ascii=False))
     return 0
+
+
+def _query_vectors(texts: list[str], encoder: Encoder) -> np.ndarray:
+    """Query vectors, cached like passage vectors (keyed by model and `query: ` text): a rerun of the same
+    set (another backend, another weight) embeds nothing."""
+    from .embedder import default_cache_dir
+    from .index import embed_texts
+
+    cache = EmbeddingCache(default_cache_dir() / "eval-embcache.sqlite")
+    try:
+        return embed_texts(texts, encoder, cache, as_query=True, progress=sys.stderr.isatty(), desc="queries")[0]
+    finally:
+        cache.close()
 
 
 def _raw_rank(searcher: Searcher, qvec: np.ndarray, mask: np.ndarray | None) -> list[str]:

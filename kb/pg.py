@@ -17,6 +17,7 @@ import itertools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -46,18 +47,25 @@ def parse_dsn_list(raw: str) -> list[str]:
     return [line.strip() for line in raw.splitlines() if line.strip()]
 
 
-def connect(dsn: str, connect_timeout: float = 3.0, autocommit: bool = True):
-    """One psycopg connection with the pgvector type registered (when the extension exists)."""
-    import psycopg
-    from psycopg.types import TypeInfo
+_VECTOR_READY: weakref.WeakSet = weakref.WeakSet()
 
-    conn = psycopg.connect(dsn, connect_timeout=max(1, int(connect_timeout)), autocommit=autocommit)
-    info = TypeInfo.fetch(conn, "vector")
-    if info is not None:
+
+def with_vector(conn):
+    """``conn`` with pgvector's numpy adapters registered (once; the extension may be created after the
+    connection was opened, by the first build)."""
+    if conn not in _VECTOR_READY:
         from pgvector.psycopg.vector import register_vector_info
+        from psycopg.types import TypeInfo
 
-        register_vector_info(conn, info)
+        register_vector_info(conn, TypeInfo.fetch(conn, "vector"))
+        _VECTOR_READY.add(conn)
     return conn
+
+
+def connect(dsn: str, connect_timeout: float = 3.0, autocommit: bool = True):
+    import psycopg
+
+    return psycopg.connect(dsn, connect_timeout=max(1, int(connect_timeout)), autocommit=autocommit)
 
 
 def _retryable(exc: BaseException) -> bool:

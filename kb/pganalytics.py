@@ -1,6 +1,7 @@
 """Search analytics in Postgres: kb.analytics.AnalyticsStore's primitives over the Postgres backend's cluster.
 
-Validation, redaction and every report stay in the base class, so both stores give the same reports. The
+Validation, redaction, every report and the report queries themselves stay in the base class, so both
+stores give the same reports. The
 tables mirror SQLite's column for column (timestamps as the same fixed-width UTC text, flags as 0/1, JSON as
 text), and MIGRATIONS mirrors kb.analytics.MIGRATIONS one for one: a migration added there gets its
 Postgres twin here under the same number. Writes go to the primary in one transaction each and return after
@@ -14,7 +15,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .analytics import TABLES, AnalyticsError, AnalyticsStore, _same_typing, _utc_ts
+from .analytics import (
+    EVENT_TABLES,
+    TABLES,
+    AnalyticsError,
+    AnalyticsStore,
+    _same_query,
+    _same_typing,
+    _utc_ts,
+)
 from .pg import Cluster
 
 SCHEMA_COMPONENT = "analytics"
@@ -44,17 +53,30 @@ def _m001_initial(c) -> None:
     for table in ("clicks", "feedback", "contacts"):
         c.execute(f"CREATE INDEX IF NOT EXISTS {table}_search ON {table} (search_id)")
     c.execute("CREATE INDEX IF NOT EXISTS searches_lang_ts ON searches (lang, ts)")
-    c.execute("CREATE INDEX IF NOT EXISTS searches_session_ts ON searches (session_id, channel, ts)")
+
+
+def _m002_channel_key_langs(c) -> None:
+    """kb.analytics._m002_channel_key_langs: searches.key_id, answer_lang, result_langs; channel and key_id
+    on clicks, feedback and contacts; indexes for channel-filtered reports and refinement."""
+    channel = "text CHECK (channel IS NULL OR channel IN ('selfservice', 'agent', 'api'))"
+    for column in ("key_id text", "answer_lang text", "result_langs text"):
+        c.execute(f"ALTER TABLE searches ADD COLUMN IF NOT EXISTS {column}")
+    for table in EVENT_TABLES:
+        c.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS channel {channel}")
+        c.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS key_id text")
+    c.execute("CREATE INDEX IF NOT EXISTS searches_channel_ts ON searches (channel, ts)")
+    c.execute("CREATE INDEX IF NOT EXISTS searches_session_ts ON searches (session_id, ts)")
 
 
 # Append only, in step with kb.analytics.MIGRATIONS (same numbers, same meaning).
-MIGRATIONS: list[Callable[[Any], None]] = [_m001_initial]
+MIGRATIONS: list[Callable[[Any], None]] = [_m001_initial, _m002_channel_key_langs]
 
 
 class PostgresStore(AnalyticsStore):
     """Analytics tables in the Postgres backend's database (writes: primary; reports: replicas)."""
 
     migrations: list[Callable[[Any], None]] = MIGRATIONS
+    placeholder = "%s"
 
     def __init__(self, cluster: Cluster):
         self.cluster = cluster
@@ -121,16 +143,19 @@ class PostgresStore(AnalyticsStore):
     def _insert(self, table: str, row: dict) -> None:
         self._write(lambda c: self._insert_in(c, table, row), f"analytics write ({table})")
 
-    def _insert_or_refine_search(self, row: dict, since_ts: str) -> str:
+    def _insert_or_refine_search(self, row: dict, since_ts: str, later_page: bool = False) -> str:
         def tx(c) -> str:
             # one session's searches one at a time, like SQLite's BEGIN IMMEDIATE
             c.execute("SELECT pg_advisory_xact_lock(hashtext('kb_search_session:' || %s))", (row["session_id"],))
             prev = c.execute(
-                "SELECT id, query_redacted FROM searches WHERE session_id = %s AND channel = %s AND ts >= %s "
-                "ORDER BY ts DESC LIMIT 1", (row["session_id"], row["channel"], since_ts)).fetchone()
-            if prev and _same_typing(prev[1], row["query_redacted"]) and not any(
+                "SELECT id, query_redacted FROM searches WHERE session_id = %s AND channel = %s "
+                "AND key_id IS NOT DISTINCT FROM %s AND ts >= %s ORDER BY ts DESC LIMIT 1",
+                (row["session_id"], row["channel"], row.get("key_id"), since_ts)).fetchone()
+            if prev and later_page and _same_query(prev[1], row["query_redacted"]):
+                return prev[0]
+            if prev and not later_page and _same_typing(prev[1], row["query_redacted"]) and not any(
                     c.execute(f"SELECT 1 FROM {t} WHERE search_id = %s LIMIT 1", (prev[0],)).fetchone()
-                    for t in ("clicks", "feedback", "contacts")):
+                    for t in EVENT_TABLES):
                 fields = {k: v for k, v in row.items() if k != "id"}
                 c.execute(f"UPDATE searches SET {', '.join(f'{k} = %s' for k in fields)} WHERE id = %s",
                           (*fields.values(), prev[0]))
@@ -148,40 +173,14 @@ class PostgresStore(AnalyticsStore):
         return self._write(lambda c: {t: c.execute(f"DELETE FROM {t} WHERE ts < %s", (cutoff_ts,)).rowcount
                                       for t in TABLES}, "analytics purge")
 
-    def _query(self, sql: str, args: list[Any]) -> list[dict]:
+    def _query(self, sql: str, args) -> list[dict]:
+        """The base class's report SELECTs (``%s`` markers), on a replica."""
         from psycopg.rows import dict_row
 
         def read(conn) -> list[dict]:
-            return conn.cursor(row_factory=dict_row).execute(sql, args).fetchall()
+            return conn.cursor(row_factory=dict_row).execute(sql, list(args)).fetchall()
 
         return self.cluster.read(read, "analytics report")
-
-    def _select(self, table: str, start: str, end: str, lang: str | None) -> list[dict]:
-        if table not in TABLES:
-            raise ValueError(f"unknown table {table!r}")
-        args: list[Any] = [start, end]
-        if table in ("searches", "assist"):
-            sql = f"SELECT * FROM {table} WHERE ts >= %s AND ts < %s"
-            if lang and table == "searches":
-                sql += " AND lang = %s"
-                args.append(lang)
-        else:
-            sql = (f"SELECT t.*, s.lang AS search_lang FROM {table} t "
-                   "LEFT JOIN searches s ON s.id = t.search_id WHERE t.ts >= %s AND t.ts < %s")
-            if lang:
-                sql += " AND s.lang = %s"
-                args.append(lang)
-        return self._query(sql + (" ORDER BY ts, id" if table in ("searches", "assist") else " ORDER BY t.ts, t.id"),
-                           args)
-
-    def _select_clicks_of_searches(self, start: str, end: str, lang: str | None) -> list[dict]:
-        sql = ("SELECT c.*, s.lang AS search_lang FROM clicks c JOIN searches s ON s.id = c.search_id "
-               "WHERE s.ts >= %s AND s.ts < %s")
-        args: list[Any] = [start, end]
-        if lang:
-            sql += " AND s.lang = %s"
-            args.append(lang)
-        return self._query(sql + " ORDER BY c.ts, c.id", args)
 
     def close(self) -> None:
         self.cluster.close()

