@@ -96,7 +96,7 @@ class Cluster:
         self._down: dict[str, float] = {}  # dsn -> monotonic time until which it is skipped
         self._rr = itertools.count()
         self._lock = threading.Lock()
-        self._all: list[Any] = []  # every connection opened, for close()
+        self._all: list[tuple[threading.Thread, Any]] = []  # (owner thread, connection), for close()
         self.setup: list[str] = []  # statements run on every new connection (e.g. SET hnsw.ef_search)
 
     # ------------------------------------------------------------------ connections
@@ -113,8 +113,18 @@ class Cluster:
         for stmt in self.setup:
             conn.execute(stmt)
         conns[dsn] = conn
-        with self._lock:
-            self._all.append(conn)
+        with self._lock:  # close what threads that have ended left open (a thread-per-request server)
+            live = []
+            for t, c in self._all:
+                if t.is_alive():
+                    live.append((t, c))
+                else:
+                    try:
+                        c.close()
+                    except Exception:
+                        pass
+            live.append((threading.current_thread(), conn))
+            self._all = live
         return conn
 
     def _drop(self, dsn: str) -> None:
@@ -146,7 +156,7 @@ class Cluster:
 
     def close(self) -> None:
         with self._lock:
-            conns, self._all = self._all, []
+            conns, self._all = [c for _t, c in self._all], []
         for c in conns:
             try:
                 c.close()

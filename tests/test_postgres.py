@@ -208,7 +208,8 @@ def _events(store, base) -> None:
                              top_confidence=0.9, ts=ts(0))
     s2 = store.record_search("பார்சல் தாமதம்", lang="ta", session_id="s2", result_ids=["b"],
                              lang_fallback_only=True, no_confident_answer=True, top_confidence=0.2, ts=ts(1))
-    s3 = store.record_search("zzz nothing", lang="en", session_id="s3", result_ids=[], ts=ts(2), channel="api")
+    s3 = store.record_search("zzz nothing", lang="en", session_id="s3", result_ids=[], ts=ts(2), channel="api",
+                             key_id="key-1")
     store.record_search("call me on +1 415 555 0100", lang="en", session_id="s4", result_ids=["a"], ts=ts(3))
     store.record_click(s1, "a", 1, session_id="s1", ts=ts(4))
     store.record_click(s2, "b", 3, session_id="s2", ts=ts(5))
@@ -238,10 +239,13 @@ def test_postgres_analytics_gives_the_same_reports_as_sqlite(pg_db, tmp_path):
         _events(lite, base)
         _events(pg, base)
         for report in REPORTS:
-            for lang in (None, "en", "ta"):
-                a = run_report(lite, report, "2026-02-01", "2026-03-31", lang, embed=enc.encode_queries)
-                b = run_report(pg, report, "2026-02-01", "2026-03-31", lang, embed=enc.encode_queries)
-                assert a == b, (report, lang)
+            for lang, channel, key in ((None, None, None), ("en", None, None), ("ta", None, None),
+                                       (None, "api", None), (None, None, "key-1")):
+                a = run_report(lite, report, "2026-02-01", "2026-03-31", lang, embed=enc.encode_queries,
+                               channel=channel, key=key)
+                b = run_report(pg, report, "2026-02-01", "2026-03-31", lang, embed=enc.encode_queries,
+                               channel=channel, key=key)
+                assert a == b, (report, lang, channel, key)
         assert run_report(pg, "summary", "2026-02-01", "2026-03-31")["searches"] == 4
         stored = _query(primary, "SELECT query_redacted FROM searches ORDER BY ts")
         assert all("555" not in q for (q,) in stored)  # redacted by the base class before it reaches Postgres
