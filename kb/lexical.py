@@ -16,6 +16,8 @@ from pathlib import Path
 
 import regex
 
+from .stopwords import all_function_words
+
 TOKEN_RE = regex.compile(r"[\p{L}\p{M}\p{N}]+")
 ZW = dict.fromkeys(map(ord, "\u200c\u200d\u200b\u2060\ufeff"), None)
 VIRAMA = "\u0d4d"
@@ -128,14 +130,84 @@ class LexicalIndex:
         return [(int(r), float(s)) for r, s in rows[:limit]]
 
 
+# Highlighting (kb.search snippets) marks the words the lexical leg matched, minus function words: a
+# snippet full of marked "है" / "என்ன" hides the one word the reader is looking for.
+HIGHLIGHT_SKIP = STOPWORDS | all_function_words(normalize)
+ETHIOPIC_WORD = regex.compile(r"^\p{Ethiopic}+$")
+# Amharic writes prepositions as prefixes (የጉምሩክ "of customs") and inflects with suffixes (እቃዬ "my item",
+# እቃዎች "items") that change the vowel of the stem's last letter (መላክ "to send", መላኪያ "sending").
+AM_PROCLITICS = tuple(normalize(p) for p in ("እንደ", "ስለ", "ወደ", "እስከ", "የ", "በ", "ለ", "ከ"))
+AM_SUFFIXES = tuple(normalize(s) for s in ("ዎችን", "ዎች", "ቸውን", "ቸው", "ችን", "ችሁ", "ዎን", "ውን", "ዋን", "ዬን",
+                                         "ዬ", "ዎ", "ው", "ዋ", "ን", "ም", "ች"))
+
+
+def _ethiopic_consonant(ch: str) -> int:
+    """Ethiopic syllables come in rows of eight vowel orders of one consonant: the row number."""
+    cp = ord(ch)
+    return (cp - 0x1200) >> 3 if 0x1200 <= cp <= 0x137F else -cp
+
+
+def _am_core(word: str, suffixes: bool) -> str:
+    """``word`` without one leading preposition (and one trailing suffix), keeping at least two letters."""
+    for p in AM_PROCLITICS:
+        if word.startswith(p) and len(word) - len(p) >= 2:
+            word = word[len(p):]
+            break
+    if suffixes:
+        for s in AM_SUFFIXES:
+            if word.endswith(s) and len(word) - len(s) >= 2:
+                return word[: -len(s)]
+    return word
+
+
+def _am_matches(word: str, stem: str) -> bool:
+    for w in {word, _am_core(word, suffixes=False)}:
+        if len(stem) < 3:
+            if w.startswith(stem):
+                return True
+        elif (len(w) >= len(stem) and w.startswith(stem[:-1])
+              and _ethiopic_consonant(w[len(stem) - 1]) == _ethiopic_consonant(stem[-1])):
+            return True
+    return False
+
+
+def highlight_terms(query: str) -> list[tuple[str, bool]]:
+    """(term, is_prefix) for each query word worth marking: what :func:`query_terms` sends to FTS (a short
+    Latin word such as "US" is an exact term, so it must not mark "usually"), minus function words."""
+    out: list[tuple[str, bool]] = []
+    for tok in tokenize(query):
+        if tok in HIGHLIGHT_SKIP:
+            continue
+        for term in query_terms(tok):
+            pair = (term.strip('"*'), term.endswith("*"))
+            if ETHIOPIC_WORD.match(pair[0]):
+                pair = (_am_core(pair[0], suffixes=True), True)
+            if pair not in out:
+                out.append(pair)
+    return out
+
+
 def matching_spans(text: str, query: str) -> list[tuple[int, int]]:
     """Character spans in ``text`` of words that a query term matches (for highlighting)."""
-    stems = [t.strip('"*') for t in query_terms(query)]
-    if not stems:
+    terms = highlight_terms(query)
+    if not terms:
         return []
+    # an acronym typed in capitals ("US", "EU", "HS") marks the capitalised word only, not "us"
+    acronyms = {t.casefold() for t in TOKEN_RE.findall(query) if t.isascii() and t.isupper() and len(t) <= 4}
     spans = []
     for m in TOKEN_RE.finditer(text):
-        word = normalize(m.group(0))
-        if any(word.startswith(s) for s in stems):
-            spans.append((m.start(), m.end()))
+        raw = m.group(0)
+        word = normalize(raw)
+        if word in HIGHLIGHT_SKIP:
+            continue
+        for term, prefix in terms:
+            if ETHIOPIC_WORD.match(term):
+                hit = ETHIOPIC_WORD.match(word) is not None and _am_matches(word, term)
+            elif prefix:
+                hit = word.startswith(term)
+            else:
+                hit = word == term and not (term in acronyms and not raw.isupper())
+            if hit:
+                spans.append((m.start(), m.end()))
+                break
     return spans

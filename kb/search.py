@@ -526,7 +526,7 @@ class Searcher:
         with self._lock:
             cached = self._sentence_cache.get(key)
         if cached is None:
-            sentences = [s.strip() for s in SENTENCE_RE.split(passage["text"]) if len(s.strip()) > 3][:12]
+            sentences = _sentence_units(passage["text"])[:12]
             if not sentences:
                 return passage["text"][:300]
             vecs = self.encoder.encode_passages(sentences)
@@ -556,6 +556,26 @@ def _window(text: str, spans: list[tuple[int, int]], words: int) -> tuple[str, l
     shift = len(prefix) - s
     out = [[a + shift, b + shift] for a, b in spans if a >= s and b <= e]
     return snippet, out
+
+
+def _sentence_units(text: str, min_words: int = 8) -> list[str]:
+    """A passage's sentences, each short one joined with the next: a two-word list label ("Bag it.") says
+    nothing on its own, so it never becomes a whole snippet."""
+    units: list[str] = []
+    pending = ""
+    for sentence in (s.strip() for s in SENTENCE_RE.split(text)):
+        if len(sentence) <= 3:
+            continue
+        pending = f"{pending} {sentence}" if pending else sentence
+        if len(pending.split()) >= min_words:
+            units.append(pending)
+            pending = ""
+    if pending:
+        if units and len(pending.split()) < min_words:
+            units[-1] = f"{units[-1]} {pending}"
+        else:
+            units.append(pending)
+    return units
 
 
 def _opening(text: str, words: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 
 import pytest
 
@@ -191,3 +192,41 @@ def test_no_answer_and_confident_answer_on_real_kb(searcher):
     bad = searcher.search("quantum physics homework help", Filters())
     assert bad["no_confident_answer"]
     assert bad["top_confidence"] < good["top_confidence"]
+
+
+@pytest.mark.parametrize("text, query, marked", [
+    # a short Latin term is exact, as in the lexical leg: "US" is not a prefix of "usually" or "USDA";
+    # typed in capitals it is an acronym and leaves the pronoun "us" alone
+    ("We usually ship to the US. USDA rules apply to us.", "ship to the US", ["ship", "US"]),
+    ("We usually ship to the US. USDA rules apply to us.", "US", ["US"]),
+    ("We usually ship to the US. USDA rules apply to us.", "us", ["US", "us"]),
+    # function words of the product languages are never marked, in the query or in the text
+    ("मेरा पार्सल कहाँ है? पार्सलों की स्थिति यहाँ है।", "मेरा पार्सल कहाँ है", ["पार्सल", "पार्सलों"]),
+    ("என்ன இல்லை, யார் அதைக் கொடுக்க வேண்டும் என்று பார்சலை", "என் பார்சல் என்ன ஆனது", ["பார்சலை"]),
+    ("എന്റെ പാഴ്സൽ എവിടെ ആണ്? പാഴ്സലിന്റെ നില", "എന്റെ പാഴ്സൽ എവിടെ ആണ്", ["പാഴ്സൽ", "പാഴ്സലിന്റെ"]),
+    ("আমার পার্সেল কোথায় আছে? পার্সেলের অবস্থা", "আমার পার্সেল কোথায়", ["পার্সেল", "পার্সেলের"]),
+    # Amharic: prepositions written as prefixes, suffixes, and the stem's last vowel changing
+    ("የጉምሩክ ማቆያ ማለት ጉምሩክ ወይም በጉምሩክ ላይ ነው", "ጉምሩክ ላይ ነው", ["የጉምሩክ", "ጉምሩክ", "በጉምሩክ"]),
+    ("እቃዎን በሳጥን ውስጥ ያድርጉ። እቃዎች ሁሉ", "እቃዬ የት ነው?", ["እቃዎን", "እቃዎች"]),
+    ("ሽቶዎችን ለመላክ የመላኪያ ደንብ", "ሽቶ እንዴት መላክ እችላለሁ", ["ሽቶዎችን", "ለመላክ", "የመላኪያ"]),
+    ("है क्या என்ன ምን ነው", "है क्या என்ன ምን ነው", []),
+])
+def test_highlights_mark_content_words_only(text, query, marked):
+    assert [text[a:b] for a, b in matching_spans(text, query)] == marked
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("query", [
+    "ጉምሩክ ላይ የተያዘ እቃዬን እንዴት ማስለቀቅ እችላለሁ?", "የሊቲየም ባትሪ እንዴት መላክ እችላለሁ?",
+    "मेरा पार्सल कहाँ है", "சுங்கத்தில் நிறுத்தி வைக்கப்பட்ட என் பார்சல் என்ன ஆனது", "can I send batteries to the US",
+])
+def test_real_snippets_mark_no_function_words(searcher, query):
+    from kb.lexical import HIGHLIGHT_SKIP
+
+    res = searcher.search(query, Filters(), limit=10)
+    marks = [m for r in res["results"] for m in re.findall(r"<mark>(.*?)</mark>", r["snippet_html"])]
+    assert marks, query  # every one of these queries shares words with its answers
+    assert not [m for m in marks if normalize(m) in HIGHLIGHT_SKIP], marks
+    assert "usually" not in marks and "USDA" not in marks
+    for r in res["results"]:
+        assert len(r["snippet"].split()) >= 5, r["snippet"]  # never a two-word list label alone
