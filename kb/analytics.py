@@ -808,14 +808,19 @@ class AnalyticsStore(ABC):
         return out[: max(0, limit)]
 
     def helpfulness(self, since: Day = None, until: Day = None, lang: str | None = None,
-                    min_votes: int = 3, top: int = 5, *, channel: str | Sequence[str] | None = None,
-                    key: str | None = None) -> dict:
+                    min_votes: int = 3, top: int = 5, comments: int = 20, *,
+                    channel: str | Sequence[str] | None = None, key: str | None = None) -> dict:
         """Feedback per article: ``articles`` [{article_id, yes, no, total, rate}] by total desc;
         ``most_helpful`` / ``least_helpful``: the ``top`` best / worst rates among articles with at least
-        ``min_votes`` votes (ties: more votes first)."""
+        ``min_votes`` votes (ties: more votes first); ``comments``: the latest ``comments`` redacted comments
+        [{ts, article_id, helpful, comment}], newest first (what a "no" vote means is often only there)."""
         votes: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        for f in self._rows("feedback", since, until, Scope.of(lang, channel, key)):
+        rows = self._rows("feedback", since, until, Scope.of(lang, channel, key))
+        for f in rows:
             votes[f["article_id"]][0 if f["helpful"] else 1] += 1
+        notes = sorted(({"ts": f["ts"], "article_id": f["article_id"], "helpful": f["helpful"],
+                         "comment": f["comment_redacted"]} for f in rows if f.get("comment_redacted")),
+                       key=lambda r: (r["ts"], r["article_id"]), reverse=True)
         arts = [{"article_id": a, "yes": y, "no": n, "total": y + n, "rate": _rate(y, y + n)}
                 for a, (y, n) in votes.items()]
         arts.sort(key=lambda r: (-r["total"], r["article_id"]))
@@ -824,6 +829,7 @@ class AnalyticsStore(ABC):
             "articles": arts,
             "most_helpful": sorted(rated, key=lambda r: (-r["rate"], -r["total"], r["article_id"]))[:top],
             "least_helpful": sorted(rated, key=lambda r: (r["rate"], -r["total"], r["article_id"]))[:top],
+            "comments": notes[: max(0, comments)],
         }
 
     def translation_candidates(self, since: Day = None, until: Day = None, lang: str | None = None,

@@ -7,16 +7,19 @@ reference in one assignment.
 
 from __future__ import annotations
 
+import datetime as dt
+import html
 import logging
 import threading
 from pathlib import Path
 
 import markdown
 import nh3
+from markdown.extensions.toc import slugify_unicode
 
 from .embedder import Encoder, load_encoder
 from .index import BundleDir, BundleError
-from .search import SearchConfig, Searcher
+from .search import Filters, SearchConfig, Searcher
 
 log = logging.getLogger(__name__)
 ALLOWED_TAGS = {"p", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li", "strong", "em", "code", "pre", "blockquote",
@@ -103,12 +106,38 @@ class KBService:
         self._watch_stop.set()
 
 
+def _toc_entries(tokens: list[dict]) -> list[dict]:
+    """The toc extension's nested headings as [{id, text, level, children}], names as plain text."""
+    return [{"id": t["id"], "text": html.unescape(t["name"]), "level": t["level"],
+             "children": _toc_entries(t.get("children") or [])} for t in tokens]
+
+
+def render_markdown_toc(body: str) -> tuple[str, list[dict]]:
+    """Article Markdown to HTML that is safe to put on a page (rendered by markdown, cleaned by nh3), and
+    its headings for a table of contents. Heading ids are the passage anchors (kb.passages.anchor_for), so a
+    deep link from a search result or the agent sidebar lands on its section in every script."""
+    md = markdown.Markdown(extensions=["tables", "toc", "sane_lists"],
+                           extension_configs={"toc": {"slugify": slugify_unicode}})
+    rendered = md.convert(body)
+    clean = nh3.clean(rendered, tags=ALLOWED_TAGS, attributes={"a": {"href", "title"}, "h2": {"id"}, "h3": {"id"},
+                                                                "h4": {"id"}, "th": {"align"}, "td": {"align"}},
+                      url_schemes={"https", "http", "mailto"}, link_rel="noopener noreferrer")
+    return clean, _toc_entries(getattr(md, "toc_tokens", []))
+
+
 def render_markdown(body: str) -> str:
-    """Article Markdown to HTML that is safe to put on a page (rendered by markdown, cleaned by nh3)."""
-    html = markdown.markdown(body, extensions=["tables", "toc", "sane_lists"])
-    return nh3.clean(html, tags=ALLOWED_TAGS, attributes={"a": {"href", "title"}, "h2": {"id"}, "h3": {"id"},
-                                                           "h4": {"id"}, "th": {"align"}, "td": {"align"}},
-                     url_schemes={"https", "http", "mailto"}, link_rel="noopener noreferrer")
+    """Article Markdown to safe HTML (see :func:`render_markdown_toc`)."""
+    return render_markdown_toc(body)[0]
+
+
+def visible_articles(searcher: Searcher, audience: str, today: dt.date | None = None) -> list[dict]:
+    """Articles a caller with ``audience`` may browse today (not expired, already effective), as list rows:
+    one per article version, in bundle order."""
+    mask = searcher.eligible(Filters(audience=audience, today=today))
+    return [{"id": a["id"], "group": a["group"], "lang": a["lang"], "title": a["title"], "topics": a["topics"],
+             "countries": a["countries"], "audience": a["audience"], "updated": a["updated"],
+             "url": f"/articles/{a['id']}?lang={a['lang']}"}
+            for a, ok in zip(searcher.articles, mask, strict=True) if ok]
 
 
 def article_view(searcher: Searcher, article_id: str, lang: str | None, audience: str) -> dict | None:
@@ -126,11 +155,12 @@ def article_view(searcher: Searcher, article_id: str, lang: str | None, audience
         ai = versions[lang]
         art = searcher.articles[ai]
     related = searcher.related(ai, audience=audience, limit=5)
+    body_html, toc = render_markdown_toc(art["body"])
     return {
         "id": art["id"], "group": group, "lang": art["lang"], "title": art["title"], "topics": art["topics"],
         "countries": art["countries"], "audience": art["audience"], "updated": art["updated"],
         "effective": art.get("effective"), "expires": art.get("expires"),
-        "html": render_markdown(art["body"]), "markdown": art["body"],
+        "html": body_html, "toc": toc, "markdown": art["body"],
         "translations": [{"lang": lg, "id": searcher.articles[i]["id"], "title": searcher.articles[i]["title"],
                           "url": f"/articles/{searcher.articles[i]['id']}?lang={lg}"}
                          for lg, i in sorted(versions.items())],

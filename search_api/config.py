@@ -21,7 +21,8 @@ DEFAULTS: dict = {
     "AGENT_EMBED_ORIGINS": [],
     "WATCH_INTERVAL": 0,
     "STALE_DAYS": 365,
-    "CONTACT": {"email": "support@swiftparcel.example", "phone": "+1 800 555 0100", "chat_url": "/contact"},
+    # chat_url: a live-chat service (https://… or a path on this site); empty = no chat link. /contact lists them all.
+    "CONTACT": {"email": "support@swiftparcel.example", "phone": "+1 800 555 0100", "chat_url": ""},
     "LOAD_INDEX": True,
     "BACKEND": "files",  # files: FAISS bundles + SQLite; postgres: kb.pgindex + kb.pganalytics
     "PG_DSN": "",  # the primary (writes); a multi-host DSN with target_session_attrs=read-write follows a failover

@@ -26,7 +26,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
-CONTACT = {"email": "help@swiftparcel.example", "phone": "+1 800 555 0100", "chat_url": "/contact"}
+# no live-chat service (the default): the footer and the no-answer box offer email, phone and the contact page
+CONTACT = {"email": "help@swiftparcel.example", "phone": "+1 800 555 0100", "chat_url": ""}
 
 BENGALI_QUERY = "লিথিয়াম ব্যাটারি কীভাবে পাঠাব?"
 TAMIL_TICKET = ("வணக்கம், என் பார்சல் EE123456789IN சுங்கத்தில் நிறுத்தி வைக்கப்பட்டுள்ளது. இந்தியாவிலிருந்து "
@@ -312,6 +313,130 @@ def test_static_assets_small_enough():
     assert (static / "fonts" / "OFL.txt").is_file() and (static / "vendor" / "chart.js.LICENSE.md").is_file()
 
 
+# ---------------------------------------------------------------------------- help center basics (no browser)
+
+
+def _public_versions(live) -> list[dict]:
+    from kb.service import visible_articles
+
+    return visible_articles(live.app.extensions["kb_service"].searcher, "public")
+
+
+def test_contact_page_in_every_language(live):
+    c = live.app.test_client()
+    for ui in i18n.LANGS:
+        resp = c.get(f"/contact?ui={ui}")
+        html = resp.get_data(as_text=True)
+        assert resp.status_code == 200 and resp.headers["Content-Language"] == ui, ui
+        assert f"<h1 id=\"contact-title\">{i18n.STRINGS[ui]['contact_page_title']}</h1>" in html, ui
+        assert f'href="mailto:{CONTACT["email"]}"' in html and 'href="tel:+18005550100"' in html, ui
+        assert i18n.STRINGS[ui]["contact_ready"] in html, ui
+        assert 'data-contact="chat"' not in html, ui  # no chat service configured: no chat promised
+    # a bad sid is dropped, not reflected
+    assert "&lt;script" not in c.get("/contact?sid=%3Cscript%3E").get_data(as_text=True)
+
+
+def test_chat_link_only_for_a_real_chat_service(live):
+    from search_api.pages import _contact
+
+    app = live.app
+    for chat, expected in (("https://chat.swiftparcel.example/start", "https://chat.swiftparcel.example/start"),
+                           ("/contact", None), ("/contact?x=1", None), ("javascript:alert(1)", None),
+                           ("//evil.example/", None), ("", None)):
+        with app.test_request_context("/"):
+            app.config["CONTACT"] = {**CONTACT, "chat_url": chat}
+            try:
+                assert _contact()["chat_url"] == expected, chat
+            finally:
+                app.config["CONTACT"] = CONTACT
+    app.config["CONTACT"] = {**CONTACT, "chat_url": "https://chat.swiftparcel.example/start"}
+    try:
+        for url in ("/contact?ui=ta", "/?ui=ta"):
+            html = app.test_client().get(url).get_data(as_text=True)
+            assert 'data-contact="chat" href="https://chat.swiftparcel.example/start"' in html, url
+    finally:
+        app.config["CONTACT"] = CONTACT
+
+
+def test_unknown_pages_are_html_404_and_the_api_keeps_json(live):
+    c = live.app.test_client()
+    for url in ("/contacts", "/help/foo", "/topics/no-such-topic", "/topics/support-procedures"):
+        resp = c.get(url, headers={"Accept": "text/html,*/*"})
+        assert resp.status_code == 404 and resp.mimetype == "text/html", url
+        assert "Page not found" in resp.get_data(as_text=True), url
+        assert resp.headers["X-Robots-Tag"] == "noindex"
+    for url in ("/api/v1/nope", "/static/nope.js"):
+        resp = c.get(url)
+        assert resp.status_code == 404 and resp.get_json()["error"]["code"] == "not_found", url
+    assert c.get("/contacts", headers={"Accept": "application/json"}).get_json()["error"]["code"] == "not_found"
+
+
+def test_article_list_topics_and_sitemap_show_public_articles_only(live):
+    import xml.etree.ElementTree as ET
+
+    c = live.app.test_client()
+    searcher = live.app.extensions["kb_service"].searcher
+    internal_titles = {a["title"] for a in searcher.articles if a["audience"] != "public"}
+    versions = _public_versions(live)
+    groups = {r["group"] for r in versions}
+    assert internal_titles and len(groups) > 20
+
+    html = c.get("/articles?ui=ta").get_data(as_text=True)
+    links = re.findall(r'<li lang="(\w+)"><a href="/articles/([a-z0-9-]+)\?lang=\w+" hreflang="\w+">', html)
+    by_id = {r["id"]: r for r in versions}
+    assert sorted(by_id[i]["group"] for _lang, i in links) == sorted(groups)  # every public group once
+    for lang, article_id in links:  # the Tamil version wherever there is one
+        has_ta = any(r["group"] == by_id[article_id]["group"] and r["lang"] == "ta" for r in versions)
+        assert (lang == "ta") == has_ta, article_id
+    assert not [t for t in internal_titles if t in html]
+    assert "topic-support-procedures" not in html and "/topics/support-procedures" not in html
+
+    topic = c.get("/topics/customs?ui=am").get_data(as_text=True)
+    assert f"<h1>{i18n.TOPICS['am']['customs']}</h1>" in topic
+    customs = {r["group"] for r in versions if "customs" in r["topics"]}
+    assert len(re.findall(r'<li lang="\w+"><a href="/articles/', topic)) == len(customs)
+
+    help_page = c.get("/?ui=bn").get_data(as_text=True)
+    assert i18n.STRINGS["bn"]["browse_title"] in help_page
+    assert 'href="/topics/customs"' in help_page and 'href="/topics/support-procedures"' not in help_page
+
+    resp = c.get("/sitemap.xml")
+    assert resp.status_code == 200 and resp.mimetype == "application/xml"
+    ns = {"s": "http://www.sitemaps.org/schemas/sitemap/0.9", "x": "http://www.w3.org/1999/xhtml"}
+    root = ET.fromstring(resp.data)
+    locs = [u.findtext("s:loc", namespaces=ns) for u in root.findall("s:url", ns)]
+    article_locs = {loc for loc in locs if "/articles/" in loc}
+    assert article_locs == {f"http://localhost/articles/{r['id']}?lang={r['lang']}" for r in versions}
+    assert {"http://localhost/", "http://localhost/articles", "http://localhost/contact",
+            "http://localhost/topics/customs"} <= set(locs)
+    internal_ids = {a["id"] for a in searcher.articles if a["audience"] != "public"}
+    assert not [loc for loc in locs if loc.split("/articles/")[-1].split("?")[0] in internal_ids]
+    alternates = root.findall("s:url/x:link", ns)
+    assert alternates and all(a.get("hreflang") in i18n.LANGS for a in alternates)
+    for loc in locs:
+        assert c.get(loc.replace("http://localhost", "")).status_code == 200, loc
+    assert "Sitemap: http://localhost/sitemap.xml" in c.get("/robots.txt").get_data(as_text=True)
+
+
+def test_long_article_has_a_table_of_contents_that_matches_its_headings_and_passage_anchors(live):
+    c = live.app.test_client()
+    searcher = live.app.extensions["kb_service"].searcher
+    for article_id, lang in (("shipment-held-at-customs", "en"), ("shipment-held-at-customs-ta", "ta"),
+                             ("shipment-held-at-customs-am", "am")):
+        html = c.get(f"/articles/{article_id}?lang={lang}&ui={lang}").get_data(as_text=True)
+        toc = re.search(r'<nav class="toc".*?</nav>', html, re.S)
+        assert toc, article_id
+        assert i18n.STRINGS[lang]["toc_title"] in toc.group(0)
+        targets = re.findall(r'href="#([^"]+)"', toc.group(0))
+        body = html.split('<div class="article-body">', 1)[1].split("</div>", 1)[0]
+        ids = re.findall(r'<h[234] id="([^"]+)"', body)
+        assert targets and targets == ids, article_id  # one entry per heading, in order, each one a real id
+        anchors = {p["anchor"] for p in searcher.passages if p["article_id"] == article_id and p["anchor"]}
+        assert anchors and anchors <= set(ids), (article_id, anchors - set(ids))  # deep links land
+        related = re.search(r'<section class="related".*?</section>', html, re.S)
+        assert related and len(re.findall(r"<li><a href=", related.group(0))) >= 3, article_id
+
+
 # ---------------------------------------------------------------------------- (a) help center, article, feedback
 
 
@@ -420,15 +545,32 @@ def test_no_confident_answer_shows_contact_options(live, new_page):
     assert page.locator("#status").inner_text() == "We couldn't find a confident answer"
     assert page.locator("#results > li").count() == 0 and page.locator("#more").is_hidden()
     links = page.locator("#no-answer a.contact-link")
-    assert links.count() == 3
+    assert links.count() == 2
     assert links.nth(0).get_attribute("href") == f"mailto:{CONTACT['email']}"
     assert links.nth(1).get_attribute("href") == "tel:+18005550100"
-    assert links.nth(2).get_attribute("href") == CONTACT["chat_url"]
     with page.expect_request(lambda r: r.url.endswith("/api/v1/events/contact")) as req:
         links.nth(0).evaluate("a => a.addEventListener('click', e => e.preventDefault())")  # stay on the page
         links.nth(0).click()
     assert json.loads(req.value.post_data) == {"search_id": search_id}
     assert live.wait_rows("SELECT id FROM contacts WHERE search_id=?", search_id)
+    _no_horizontal_scroll(page)
+
+    # the contact page, reached from the no-answer box, counts a contact there against the same search
+    with page.expect_navigation():
+        page.locator("#no-answer a.contact-page-link").click()
+    assert page.url.endswith(f"/contact?sid={search_id}")
+    assert page.locator("h1").inner_text() == "Contact us"
+    cards = page.locator(".contact-cards a.contact-link")
+    assert cards.evaluate_all("els => els.map(e => e.getAttribute('href'))") == [
+        f"mailto:{CONTACT['email']}", "tel:+18005550100"]
+    with page.expect_request(lambda r: r.url.endswith("/api/v1/events/contact")) as req:
+        cards.nth(1).evaluate("a => a.addEventListener('click', e => e.preventDefault())")
+        cards.nth(1).click()
+    assert json.loads(req.value.post_data) == {"search_id": search_id}
+    deadline = time.monotonic() + 10
+    while len(live.rows("SELECT id FROM contacts WHERE search_id=?", search_id)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(live.rows("SELECT id FROM contacts WHERE search_id=?", search_id)) == 2
     _no_horizontal_scroll(page)
 
 

@@ -1,5 +1,10 @@
-/* Agent sidebar (/agent): ticket text in, entities and suggested articles out. Fits a 360 px iframe.
- * Ticket text arrives by paste, ?text=, or postMessage {type: "kb-ticket", text} from an allowed origin. */
+/* Agent sidebar (/agent): ticket text in, entities and suggested articles out; a direct search of the whole
+ * knowledge base (internal articles included); a reply draft. Fits a 360 px iframe.
+ * Ticket text arrives by paste, ?text=, or postMessage {type: "kb-ticket", text} from an allowed origin; the
+ * latest text always wins: a request still running for older text is aborted and its answer ignored.
+ * "Insert into reply" adds a short customer-ready answer (the best passage, cut to a few sentences, and the
+ * article's link, in the article's language) to the reply draft, and posts {type: "kb-insert", text} to the
+ * embedding CRM so it can put it into its own reply box. Internal articles have no insert: not for customers. */
 (function () {
   "use strict";
   const KB = window.KB;
@@ -22,7 +27,17 @@
   const lowConfidence = document.getElementById("low-confidence");
   const noSuggestions = document.getElementById("no-suggestions");
   const tpl = document.getElementById("suggestion-template");
-  let busy = false;
+  const searchForm = document.getElementById("kb-search-form");
+  const searchInput = document.getElementById("kb-q");
+  const resultsBox = document.getElementById("kb-results");
+  const resultList = document.getElementById("kb-result-list");
+  const noResults = document.getElementById("kb-no-results");
+  const replyBox = document.getElementById("reply");
+  const replyText = document.getElementById("reply-text");
+  const readMore = KB.cfg.readMore || {};
+  const embedded = window.parent !== window && allowed.size > 0;
+  let assistRun = null; // {controller, text} of the assist request in flight
+  let searchRun = null; // {controller, q} of the knowledge-base search in flight
 
   const setStatus = KB.statusSetter(status);
 
@@ -91,6 +106,61 @@
       window.location.origin).toString();
   }
 
+  // ------------------------------------------------------------------ reply draft
+  const SENTENCE_END = /[.!?।።॥](?=\s|$)/g;
+
+  /** The first sentences of a passage, about 350 characters at most, cut at a sentence end. */
+  function shortAnswer(text) {
+    const clean = String(text || "").replace(/\s+/g, " ").trim();
+    if (clean.length <= 350) return clean;
+    let cut = -1;
+    let m;
+    SENTENCE_END.lastIndex = 0;
+    while ((m = SENTENCE_END.exec(clean)) !== null && m.index < 350) cut = m.index + 1;
+    if (cut > 80) return clean.slice(0, cut);
+    const space = clean.lastIndexOf(" ", 350);
+    return clean.slice(0, space > 80 ? space : 350) + " …";
+  }
+
+  function replyFor(s) {
+    const p = s.passage || {};
+    const link = articleUrl(s) + (p.anchor ? "#" + encodeURIComponent(p.anchor) : "");
+    const label = readMore[s.lang] || t("read_more");
+    return shortAnswer(p.text || s.snippet || "") + "\n\n" + label + ": " + s.title + "\n" + link;
+  }
+
+  function insertReply(text) {
+    const current = replyText.value.replace(/\s+$/, "");
+    replyText.value = current ? current + "\n\n" + text : text;
+    replyBox.hidden = false;
+    let sent = false;
+    if (embedded) {
+      for (const origin of allowed) {
+        try {
+          window.parent.postMessage({ type: "kb-insert", text }, origin);
+          sent = true;
+        } catch (e) { /* bad origin string */ }
+      }
+    }
+    setStatus(sent ? t("reply_sent_crm") : t("inserted"));
+  }
+
+  document.getElementById("copy-reply").addEventListener("click", async () => {
+    const text = replyText.value.trim();
+    if (!text) {
+      setStatus(t("reply_empty"), true);
+      return;
+    }
+    const ok = await KB.copyText(text);
+    setStatus(ok ? t("copied") : t("copy_failed"), !ok);
+  });
+  document.getElementById("clear-reply").addEventListener("click", () => {
+    replyText.value = "";
+    replyBox.hidden = true;
+    setStatus("");
+    ticket.focus();
+  });
+
   function renderSuggestion(s, assistId) {
     const li = tpl.content.firstElementChild.cloneNode(true);
     const internal = s.audience === "internal";
@@ -104,6 +174,7 @@
       li.querySelector(".badge.internal").hidden = false;
       li.querySelector(".internal-note").hidden = false;
       li.querySelector(".copy-link").remove();
+      li.querySelector(".insert-reply").remove();
     } else {
       plain.remove();
       link.textContent = s.title;
@@ -113,6 +184,8 @@
     li.querySelector(".passage-heading").textContent = p.heading || "";
     li.querySelector(".passage-text").textContent = p.text || s.snippet || "";
 
+    const insert = li.querySelector(".insert-reply");
+    if (insert) insert.addEventListener("click", () => insertReply(replyFor(s)));
     li.querySelector(".copy-passage").addEventListener("click", async () => {
       const ok = await KB.copyText(p.text || s.snippet || "");
       setStatus(ok ? t("copied") : t("copy_failed"), !ok);
@@ -176,7 +249,7 @@
 
   // ------------------------------------------------------------------ assist
   async function run() {
-    const text = ticket.value.trim();
+    const text = ticket.value.trim().slice(0, 5000);
     if (!text) {
       setStatus(t("empty_ticket"), true);
       ticket.focus();
@@ -187,13 +260,25 @@
       keyInput.focus();
       return;
     }
-    if (busy) return;
-    busy = true;
-    setStatus(t("working"));
+    if (assistRun && assistRun.text === text) return; // already working on exactly this text
+    const replacing = !!assistRun;
+    if (assistRun) assistRun.controller.abort();
+    const mine = { controller: new AbortController(), text };
+    assistRun = mine;
+    setStatus(replacing ? t("ticket_updated") : t("working"));
     suggestionsBox.setAttribute("aria-busy", "true");
-    const res = await KB.api("POST", "/api/v1/assist", { headers: authHeaders(), body: { text: text.slice(0, 5000) } });
-    busy = false;
+    ticketForm.classList.add("is-busy");
+    let res;
+    try {
+      res = await KB.api("POST", "/api/v1/assist", { headers: authHeaders(), body: { text },
+        signal: mine.controller.signal });
+    } catch (e) {
+      return; // aborted: newer ticket text replaced this request, and its own run reports
+    }
+    if (assistRun !== mine) return; // an answer for older text: never shown over the newer one
+    assistRun = null;
     suggestionsBox.removeAttribute("aria-busy");
+    ticketForm.classList.remove("is-busy");
     if (handleAuth(res)) {
       setStatus("");
       return;
@@ -210,8 +295,59 @@
     noSuggestions.hidden = items.length > 0;
     lowConfidence.hidden = !(items.length && data.no_confident_answer);
     suggestionsBox.hidden = false;
+    suggestionsBox.dataset.text = text; // which ticket text these suggestions answer
     setStatus(KB.plural(items.length, "results_one", "results_other"));
   }
+
+  // ------------------------------------------------------------------ knowledge-base search
+  async function search() {
+    const q = searchInput.value.trim().replace(/\s+/g, " ").slice(0, 500);
+    if (!q) {
+      searchInput.focus();
+      return;
+    }
+    if (!key.get()) {
+      showKey();
+      keyInput.focus();
+      return;
+    }
+    if (searchRun) searchRun.controller.abort();
+    const mine = { controller: new AbortController(), q };
+    searchRun = mine;
+    setStatus(t("searching"));
+    resultsBox.setAttribute("aria-busy", "true");
+    const params = new URLSearchParams({ q, limit: "10" });
+    let res;
+    try {
+      res = await KB.api("GET", "/api/v1/search?" + params.toString(), { headers: authHeaders(),
+        signal: mine.controller.signal });
+    } catch (e) {
+      return; // aborted by a newer search
+    }
+    if (searchRun !== mine) return;
+    searchRun = null;
+    resultsBox.removeAttribute("aria-busy");
+    if (handleAuth(res)) {
+      setStatus("");
+      return;
+    }
+    if (!res.ok || !res.data) {
+      setStatus(res.status === 429 ? t("rate_limited") : t("search_error"), true);
+      return;
+    }
+    const items = res.data.results || [];
+    resultList.replaceChildren();
+    items.forEach((r) => resultList.appendChild(renderSuggestion(r, res.data.search_id)));
+    noResults.hidden = items.length > 0;
+    resultsBox.hidden = false;
+    resultsBox.dataset.q = q;
+    setStatus(KB.plural(items.length, "results_one", "results_other"));
+  }
+
+  searchForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    search();
+  });
 
   ticketForm.addEventListener("submit", (ev) => {
     ev.preventDefault();

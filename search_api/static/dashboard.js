@@ -102,7 +102,11 @@
     charts[id] = new Chart(document.getElementById(id), config);
   }
 
+  // only articles the public article page shows get a link (internal or removed ones would be a dead link)
+  const publicArticles = new Set(KB.cfg.publicArticles || []);
+
   function articleLink(id) {
+    if (!publicArticles.has(id)) return KB.el("span", { class: "article-id" }, id);
     return KB.el("a", { href: "/articles/" + encodeURIComponent(id) }, id);
   }
 
@@ -344,6 +348,13 @@
     }
     put("table-most-helpful", table(most, cols));
     put("table-least-helpful", table(least, cols));
+    const comments = h.comments || [];
+    put("table-comments", comments.length ? table(comments, [
+      { key: "ts", label: t("col_day"), fmt: (v) => KB.formatDate(v) },
+      { key: "article_id", label: t("col_article"), fmt: (v) => articleLink(v) },
+      { key: "helpful", label: t("col_helpful"), fmt: (v) => (v ? t("col_yes") : t("col_no")) },
+      { key: "comment", label: t("col_comment") }, // customer text: textContent only, like every cell
+    ]) : KB.el("p", { class: "hint" }, t("no_comments")));
     const seen = new Set();
     const both = [];
     for (const r of most.concat(least)) {

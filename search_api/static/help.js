@@ -5,7 +5,11 @@
   const t = KB.t;
   const PAGE = 10;
   const MAX_RESULTS = 50; // the API ranks at most 50 results (offset <= 49)
-  const DEBOUNCE_MS = 250;
+  // As-you-type search waits for a pause in typing. The pause is measured on the typist: someone who types a
+  // key every 400 ms would otherwise send (and log as a search) every prefix of the question.
+  const DEBOUNCE_MIN_MS = 300;
+  const DEBOUNCE_MAX_MS = 900;
+  const MIN_AUTO_CHARS = 2; // one letter is not a question; Enter still searches it
   let currentSearchId = null;
 
   // ------------------------------------------------------------------ search page
@@ -16,7 +20,8 @@
     const more = document.getElementById("more");
     const noAnswer = document.getElementById("no-answer");
     const tpl = document.getElementById("result-template");
-    const state = { q: "", shown: 0, total: 0, detected: null, seq: 0, controller: null, timer: null };
+    const state = { q: "", shown: 0, total: 0, detected: null, seq: 0, controller: null, timer: null,
+      sentQ: null, lastKeyAt: 0, gaps: [] };
 
     function setStatus(text, isError) {
       status.textContent = text;
@@ -71,16 +76,20 @@
     }
 
     async function run(q, offset) {
-      q = q.trim();
+      q = q.trim().replace(/\s+/g, " ");
+      // a newer search replaces the one in flight: abort it, and ignore its answer if it still arrives
       if (state.controller) state.controller.abort();
+      state.controller = null;
       window.clearTimeout(state.timer);
       const seq = ++state.seq;
       if (!q) {
+        state.sentQ = null;
         clear();
         setStatus("");
         syncUrl("");
         return;
       }
+      if (offset === 0) state.sentQ = q;
       const controller = new AbortController();
       state.controller = controller;
       form.classList.add("is-busy");
@@ -99,8 +108,12 @@
         }
       }
       if (seq !== state.seq) return;
+      state.controller = null;
       if (!res.ok || !res.data) {
-        if (offset === 0) clear();
+        if (offset === 0) {
+          clear();
+          state.sentQ = null; // let the same text be tried again
+        }
         setStatus(res.status === 429 ? t("rate_limited") : t("search_error"), true);
         return;
       }
@@ -132,10 +145,33 @@
       }
     }
 
-    input.addEventListener("input", () => {
+    function typingPause() {
+      const gaps = state.gaps.slice().sort((a, b) => a - b);
+      const typical = gaps.length ? gaps[Math.floor(gaps.length / 2)] : 0;
+      return Math.min(DEBOUNCE_MAX_MS, Math.max(DEBOUNCE_MIN_MS, typical * 1.6));
+    }
+
+    function schedule() {
       window.clearTimeout(state.timer);
-      state.timer = window.setTimeout(() => run(input.value, 0), DEBOUNCE_MS);
+      state.timer = window.setTimeout(() => {
+        const q = input.value.trim().replace(/\s+/g, " ");
+        if (q === state.sentQ) return; // only spaces changed: the results shown already answer it
+        if (q && q.length < MIN_AUTO_CHARS) return;
+        run(q, 0);
+      }, typingPause());
+    }
+
+    input.addEventListener("input", (ev) => {
+      const now = performance.now();
+      if (state.lastKeyAt && now - state.lastKeyAt < 2000) {
+        state.gaps.push(now - state.lastKeyAt);
+        if (state.gaps.length > 6) state.gaps.shift();
+      }
+      state.lastKeyAt = now;
+      if (ev.isComposing) return; // an input method (Tamil, Hindi…) is still composing the letter
+      schedule();
     });
+    input.addEventListener("compositionend", schedule);
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();
       run(input.value, 0);
@@ -231,5 +267,15 @@
   if (searchForm) initSearch(searchForm);
   const feedbackForm = document.getElementById("feedback-form");
   if (feedbackForm) initFeedback(feedbackForm);
-  KB.bindContactLinks(() => currentSearchId || (KB.cfg.sid && KB.cfg.sid !== "direct" ? KB.cfg.sid : null));
+  const searchIdNow = () => currentSearchId || (KB.cfg.sid && KB.cfg.sid !== "direct" ? KB.cfg.sid : null);
+  KB.bindContactLinks(searchIdNow);
+  // the link to the contact page carries the search, so a contact made there is counted against it
+  document.addEventListener("click", (ev) => {
+    const link = ev.target.closest && ev.target.closest("a.contact-page-link");
+    const id = searchIdNow();
+    if (!link || !id) return;
+    const url = new URL(link.href, window.location.href);
+    url.searchParams.set("sid", id);
+    link.href = url.pathname + url.search;
+  });
 })();
