@@ -57,6 +57,38 @@ Read [the guide](javascript:window.__xss=3) and <a href="#" onclick="window.__xs
 Weigh the packed probe parcel and round up to the next half kilogram before you book the shipment online.
 """
 
+XSS_ARTICLE_TWO = """---
+id: xss-probe-two
+title: "Probe two <img src=x onerror=window.__xss=11> labels"
+lang: en
+topics: [packaging, customs]
+countries: ["*"]
+audience: public
+updated: 2026-11-01
+---
+
+## Labels <script>window.__xss=12</script> for probe parcels
+
+Print the label for the probe parcel and stick it flat on the largest side of the box, away from seams.
+<iframe src="javascript:window.__xss=13"></iframe>
+
+## Customs forms <b onmouseover="window.__xss=14">for</b> probe parcels
+
+Attach the customs form to the probe parcel in a clear pouch next to the label. <svg onload="window.__xss=15"></svg>
+
+## Where to [drop](javascript:window.__xss=16) probe parcels
+
+Drop the labelled probe parcel at any service point or book a pickup online. <a href="javascript:window.__xss=17">map</a>
+"""
+XSS_COMMENT = ('<img src=x onerror="window.__xss=21"> <script>window.__xss=22</script> '
+               '[see](javascript:window.__xss=23) <a href="javascript:window.__xss=24">here</a>')
+XSS_TICKET = ("<script>window.__xss=31</script> How do I pack and label the probe parcel? "
+              "<img src=x onerror=window.__xss=32> Tracking EE123456789IN")
+# nothing a page shows may become an element that runs or loads script
+INERT_JS = """() => ({xss: typeof window.__xss, bad: [...document.querySelectorAll(
+    'main script, main img, main iframe, main svg, main object, main embed, main [onerror], main [onclick], ' +
+    'main [onload], main [onmouseover], main a[href^="javascript:" i]')].map(e => e.outerHTML.slice(0, 80))})"""
+
 CSP_PROBE = """
 window.__csp = [];
 document.addEventListener('securitypolicyviolation', (e) => {
@@ -114,7 +146,11 @@ CRM_PAGE = """<!doctype html><html><head><title>CRM</title></head><body>
 <h1>Ticket 42</h1>
 <iframe id="kb" src="{src}" width="360" height="800" title="Knowledge base"></iframe>
 <script>
-window.addEventListener('message', (e) => {{ if (e.data && e.data.type === 'kb-ready') window.__ready = e.origin; }});
+window.__inserted = [];
+window.addEventListener('message', (e) => {{
+  if (e.data && e.data.type === 'kb-ready') window.__ready = e.origin;
+  if (e.data && e.data.type === 'kb-insert') window.__inserted.push([e.origin, e.data.text]);
+}});
 window.sendTicket = (text) => document.getElementById('kb').contentWindow.postMessage(
     {{type: 'kb-ticket', text}}, new URL(document.getElementById('kb').src).origin);
 </script></body></html>"""
@@ -154,14 +190,25 @@ def keys(live) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def xss_live(st_encoder, nano_encoder, tmp_path_factory) -> Iterator[LiveServer]:
-    """A second app over a one-article KB whose article carries script, event handlers and a js: link."""
+    """A second app over a two-article KB whose titles, headings and bodies carry script, event handlers and
+    js: links; its analytics hold the same in queries and feedback comments, recorded through the API."""
     from kb.index import build
 
     base = tmp_path_factory.mktemp("xss")
     (base / "articles" / "packaging").mkdir(parents=True)
     (base / "articles" / "packaging" / "xss-probe.en.md").write_text(XSS_ARTICLE, encoding="utf-8")
+    (base / "articles" / "packaging" / "xss-probe-two.en.md").write_text(XSS_ARTICLE_TWO, encoding="utf-8")
     build(base / "articles", base / "index", st_encoder)
     srv = _start(base / "index", base / "kb.sqlite3", nano_encoder)
+    c = srv.app.test_client()
+    for q in (XSS_QUERY, XSS_QUERY, XSS_TICKET, "[probe](javascript:window.__xss=41) parcel"):
+        assert c.get("/api/v1/search", query_string={"q": q}, headers={"X-KB-Channel": "selfservice"}).status_code == 200
+    srv.app.extensions["kb_analytics"].record_search(XSS_QUERY, channel="selfservice", session_id="x", lang="en",
+                                                     result_ids=[], no_confident_answer=True)
+    for article_id, helpful in (("xss-probe", False), ("xss-probe-two", True)):
+        resp = c.post("/api/v1/feedback", json={"search_id": "direct", "article_id": article_id,
+                                                "helpful": helpful, "comment": XSS_COMMENT})
+        assert resp.status_code == 201, resp.get_json()
     yield srv
     srv.stop()
 
@@ -659,8 +706,284 @@ def test_agent_bad_key_and_postmessage_origin_check(live, crm, keys, new_page):
     frame.locator("#suggestion-list > li").first.wait_for()
     assert frame.locator("#ticket").input_value() == ENGLISH_TICKET
     assert frame.locator("#agent-status").inner_text()
+
+    # "Insert into reply" in the CRM: the short answer goes to the CRM (its origin only) and the draft
+    card = frame.locator("#suggestion-list .card:has(a.suggestion-link)").first
+    card.locator(".insert-reply").click()
+    host.wait_for_function("() => window.__inserted.length === 1")
+    origin, text = host.evaluate("window.__inserted[0]")
+    href = card.locator("a.suggestion-link").get_attribute("href")
+    assert origin == live.url and href.split("?")[0] in text and "More details: " in text
+    assert frame.locator("#reply-text").input_value() == text
+    assert frame.locator("#agent-status").inner_text() == "Added to the reply draft and sent to the CRM"
     _no_horizontal_scroll(host)
     _shot(host, "agent-embedded-crm")
+
+
+# a fetch wrapper for the page: the first matching request is answered late (after `ms`), whatever abort says,
+# as a slow server or network would; every matching request is counted in window.__sent
+SLOW_FIRST = """([pattern, ms]) => {
+  const real = window.fetch.bind(window);
+  window.__sent = [];
+  let first = true;
+  window.fetch = (url, init) => {
+    const u = String(url);
+    if (!u.includes(pattern)) return real(url, init);
+    window.__sent.push(init && init.body ? JSON.parse(init.body).text : new URL(u, location.href).searchParams.get('q'));
+    const late = first;
+    first = false;
+    const plain = Object.assign({}, init || {}, { signal: undefined });
+    const answer = real(url, plain);
+    if (!late) return answer;
+    return new Promise((resolve) => setTimeout(() => resolve(answer), ms));
+  };
+}"""
+
+
+@pytest.mark.slow
+def test_slow_typist_sends_few_searches_and_a_late_answer_never_wins(live, new_page):
+    page = new_page(1280)
+    page.goto(live.url + "/")
+    page.evaluate(SLOW_FIRST, ["/api/v1/search", 0])
+    box = page.locator("#q")
+    box.press_sequentially("parcel lost", delay=400)  # a key every 400 ms: slower than the old 250 ms wait
+    page.wait_for_function("() => new URLSearchParams(location.search).get('q') === 'parcel lost'")
+    sent = page.evaluate("window.__sent")
+    assert sent[-1] == "parcel lost" and len(sent) <= 2, sent  # was one request per key (11)
+
+    # an answer for older text that arrives after the newer one is ignored
+    page.goto(live.url + "/")
+    page.evaluate(SLOW_FIRST, ["/api/v1/search", 2500])
+    box.fill("lithium batteries")
+    box.press("Enter")
+    page.wait_for_function("() => window.__sent.length === 1")
+    box.fill("customs hold broker")
+    box.press("Enter")
+    page.wait_for_function("() => new URLSearchParams(location.search).get('q') === 'customs hold broker'"
+                           " && !document.getElementById('results').hasAttribute('aria-busy')")
+    newer = page.locator("#results a.result-link").evaluate_all("els => els.map(e => e.dataset.searchId)")
+    page.wait_for_timeout(3000)  # the first, late answer has arrived by now
+    assert page.evaluate("window.__sent") == ["lithium batteries", "customs hold broker"]
+    assert page.locator("#results a.result-link").evaluate_all("els => els.map(e => e.dataset.searchId)") == newer
+    assert new_query_url(page) == "customs hold broker"
+
+
+def new_query_url(page) -> str:
+    return page.evaluate("new URLSearchParams(location.search).get('q')")
+
+
+@pytest.mark.slow
+def test_agent_latest_ticket_wins_search_box_and_reply_draft(live, keys, new_page):
+    page = new_page(360)
+    page.goto(live.url + "/agent")
+    _enter_key(page, keys["agent"])
+    page.evaluate(SLOW_FIRST, ["/api/v1/assist", 2500])
+    page.locator("#ticket").fill(ENGLISH_TICKET)
+    page.get_by_role("button", name="Suggest articles").click()
+    page.wait_for_function("() => window.__sent.length === 1")
+    assert page.locator("#agent-status").inner_text() == "Working…"
+    # the customer adds a message while the first request is still running: the newer text is sent too
+    newer = "My parcel arrived damaged, the box was crushed. How do I make a claim?"
+    page.locator("#ticket").fill(newer)
+    page.get_by_role("button", name="Suggest articles").click()
+    assert page.locator("#agent-status").inner_text() == "The ticket text changed — updating suggestions…"
+    page.wait_for_function("(t) => document.getElementById('suggestions').dataset.text === t", arg=newer)
+    shown = page.locator("#suggestion-list a.suggestion-link").evaluate_all("els => els.map(e => e.href)")
+    page.wait_for_timeout(3000)  # the late answer for the first text has arrived by now
+    assert page.evaluate("window.__sent") == [ENGLISH_TICKET, newer]
+    assert page.locator("#suggestions").get_attribute("data-text") == newer
+    assert page.locator("#suggestion-list a.suggestion-link").evaluate_all("els => els.map(e => e.href)") == shown
+    assert any("claim" in h for h in shown), shown
+
+    # the agent searches the knowledge base directly: internal procedures come up, public ones can be inserted
+    with page.expect_response(lambda r: "/api/v1/search" in r.url) as resp:
+        page.locator("#kb-q").fill("customs hold broker procedure")
+        page.locator("#kb-search-form button[type=submit]").click()
+    assert resp.value.request.headers["x-api-key"] == keys["agent"]
+    results = page.locator("#kb-result-list > li")
+    results.first.wait_for()
+    internal = page.locator("#kb-result-list .card:has(.badge.internal:not([hidden]))")
+    assert internal.count() > 0
+    assert internal.first.locator(".insert-reply, .copy-link, a.suggestion-link").count() == 0  # not for customers
+    public = page.locator("#kb-result-list .card:has(a.suggestion-link)").first
+    public.locator(".insert-reply").click()
+    draft = page.locator("#reply-text").input_value()
+    title = public.locator("a.suggestion-link").inner_text()
+    href = public.locator("a.suggestion-link").get_attribute("href")
+    assert f"More details: {title}\n{href}" in draft and len(draft) < 600
+    assert page.locator("#agent-status").inner_text() == "Added to the reply draft"
+    # a second insert appends; the draft is copied as a whole
+    page.locator("#suggestion-list .card:has(a.suggestion-link)").first.locator(".insert-reply").click()
+    both = page.locator("#reply-text").input_value()
+    assert both.startswith(draft + "\n\n") and len(both) > len(draft) + 20
+    page.locator("#copy-reply").click()
+    page.wait_for_function("() => document.getElementById('agent-status').textContent.startsWith('Cop')"
+                           " || document.getElementById('agent-status').textContent.startsWith('Could')")
+    assert page.locator("#agent-status").inner_text() == "Copied to clipboard"
+    _no_horizontal_scroll(page)
+    _shot(page, "agent-search-reply")
+
+
+# ---------------------------------------------------------------------------- every link answers
+
+
+LINKS_JS = """() => [...document.querySelectorAll('a[href]')].map(a => {
+    const h = a.getAttribute('href');
+    return [a.href, !h.startsWith('#') || !!document.getElementById(decodeURIComponent(h.slice(1)))];
+})"""
+
+
+def _html_links(url: str, html: str) -> list[tuple[str, bool]]:
+    """Links of a server-rendered page, as LINKS_JS gives them: (absolute href, in-page target exists)."""
+    from html.parser import HTMLParser
+    from urllib.parse import unquote, urljoin
+
+    hrefs: list[str] = []
+    ids: set[str] = set()
+    depth = [0]  # inside <template>: markup for scripts to clone, not links of the page
+
+    class Links(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            depth[0] += tag == "template"
+            if a.get("id"):
+                ids.add(a["id"])
+            if tag == "a" and a.get("href") is not None and not depth[0]:
+                hrefs.append(a["href"])
+
+        def handle_endtag(self, tag):
+            depth[0] -= tag == "template"
+
+    Links().feed(html)
+    return [(urljoin(url, h), h in ("#", "#main") or not h.startswith("#") or unquote(h[1:]) in ids)
+            for h in hrefs]
+
+
+class _Fetcher:
+    """GETs over one keep-alive HTTP connection to the test server: (status, content type, body)."""
+
+    def __init__(self, base: str):
+        from http.client import HTTPConnection
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(base)
+        self.conn = HTTPConnection(parts.hostname, parts.port, timeout=30)
+
+    def get(self, url: str) -> tuple[int, str, str]:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""),
+                          headers={"Accept": "text/html,*/*"})
+        resp = self.conn.getresponse()
+        body = resp.read()
+        ctype = resp.getheader("Content-Type") or ""
+        return resp.status, ctype, body.decode("utf-8", "replace") if "text/html" in ctype else ""
+
+
+def _canonical(url: str) -> str:
+    """A page without its ?ui= choice: the same page, links and all, in another interface language."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url.split("#")[0])
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "ui"])
+    return urlunsplit(parts._replace(query=query))
+
+
+@pytest.mark.slow
+def test_every_link_on_every_page_answers_2xx(live, keys, new_page):
+    """Crawl: Chromium opens every kind of page in every UI language (help center, article list, contact,
+    every topic, articles of every topic and every version of one) and the dynamic parts (search results, the
+    no-answer box, agent suggestions and search, dashboard tables with an admin key). Every link found is
+    requested through the browser context and must answer 2xx; each page reached that way is parsed for its
+    own links in turn, until no page is left (?ui= variants of a page parsed once). In-page links must name an
+    element of their page; mail and phone links must be the configured ones; nothing links elsewhere."""
+    _seed_analytics(live)
+    base = live.url
+    page = new_page(1280)
+    found: dict[str, str] = {}  # link without fragment -> the page it was first seen on
+    answered: set[str] = set()  # answered 200 (opened in Chromium or requested)
+    parsed: set[str] = set()  # canonical pages whose links are in `found`
+    bad: list = []
+
+    def note(links, where: str) -> None:
+        for href, target_ok in links:
+            if not target_ok:
+                bad.append(("no such element", href, where))
+            found.setdefault(href.split("#")[0], where)
+
+    def visit(path: str) -> None:
+        resp = page.goto(base + path, wait_until="domcontentloaded")
+        assert resp is not None and resp.status == 200, path
+        answered.add(page.url.split("#")[0])
+        parsed.add(_canonical(page.url))
+        note(page.evaluate(LINKS_JS), path)
+
+    for ui in i18n.LANGS:
+        for path in ("/", "/articles", "/contact"):
+            visit(f"{path}?ui={ui}")
+    visit("/?ui=en")
+    for topic in sorted({h for h in found if h.startswith(base + "/topics/")}):
+        visit(topic[len(base):])
+    versions = _public_versions(live)
+    one_per_topic = {r["topics"][0]: r for r in versions if r["lang"] != "en"}
+    for r in [*one_per_topic.values(), *[v for v in versions if v["group"] == "shipment-held-at-customs"]]:
+        visit(r["url"])
+
+    # dynamic links: search results and the no-answer box on the help center
+    page.goto(base + "/")
+    _search(page, BENGALI_QUERY, type_it=False)
+    assert page.locator("#results a.result-link").count() == 10
+    note(page.evaluate(LINKS_JS), "/ (results)")
+    _pin_confidence(page, True)
+    _search(page, "how do I teleport a unicorn to the moon", type_it=False)
+    link = page.locator("#no-answer a.contact-page-link")
+    link.evaluate("a => a.addEventListener('click', e => e.preventDefault())")
+    link.click()  # the click adds the search id to the link
+    note(page.evaluate(LINKS_JS), "/ (no answer)")
+    page.unroute(re.compile(r".*/api/v1/search\?.*"))
+
+    # agent sidebar: suggestions and a direct search; the dashboard with an admin key
+    page.goto(base + "/agent?text=" + quote(ENGLISH_TICKET))
+    _enter_key(page, keys["agent"])
+    page.wait_for_selector("#suggestion-list > li")
+    page.locator("#kb-q").fill("lithium battery")
+    page.locator("#kb-search-form button[type=submit]").click()
+    page.wait_for_selector("#kb-result-list > li")
+    note(page.evaluate(LINKS_JS), "/agent")
+    page.goto(base + "/admin/analytics")
+    _enter_key(page, keys["admin"])
+    page.wait_for_selector("#dash-content:not([hidden]) .kpi")
+    page.wait_for_function("() => document.getElementById('dash-status').textContent === ''")
+    assert page.locator("#table-most-helpful a").count() > 0
+    note(page.evaluate(LINKS_JS), "/admin/analytics")
+
+    requested = 0
+    fetch = _Fetcher(base)
+    while True:
+        todo = sorted(u for u in found if u.startswith(base) and u not in answered)
+        if not todo:
+            break
+        for url in todo:
+            status, ctype, body = fetch.get(url)
+            requested += 1
+            answered.add(url)
+            if not 200 <= status < 300:
+                bad.append((status, url, found[url]))
+            elif "text/html" in ctype and _canonical(url) not in parsed:
+                parsed.add(_canonical(url))
+                note(_html_links(url, body), url)
+    for url, where in found.items():
+        if url.startswith("mailto:") and url != f"mailto:{CONTACT['email']}" or \
+                url.startswith("tel:") and url != "tel:+18005550100":
+            bad.append(("not the configured contact", url, where))
+        elif not url.startswith((base, "mailto:", "tel:")):
+            bad.append(("external", url, where))  # the pages link nowhere else
+    assert not bad, bad[:20]
+    article_pages = {u for u in answered if re.match(re.escape(base) + r"/articles/[a-z0-9-]+\?lang=\w+$", u)}
+    assert {base + r["url"] for r in versions} <= article_pages  # every public article version was reached
+    assert any("/contact?sid=" in u for u in found)  # the no-answer box carries its search to the contact page
+    assert requested > 500, requested
 
 
 # ---------------------------------------------------------------------------- (c) script injection
@@ -704,6 +1027,81 @@ def test_script_injection_in_article_is_stripped(xss_live, new_page):
         "el => [...el.children].every(c => c.tagName === 'MARK')")
     page.wait_for_timeout(300)
     assert page.evaluate("typeof window.__xss") == "undefined"
+
+
+def _inert(page, where: str) -> None:
+    page.wait_for_timeout(200)  # an onerror/onload would have fired by now
+    state = page.evaluate(INERT_JS)
+    assert state == {"xss": "undefined", "bad": []}, (where, state)
+
+
+@pytest.mark.slow
+def test_script_injection_is_inert_on_every_page(xss_live, new_page):
+    """Markup in article titles, headings and bodies, in queries, tickets and feedback comments stays text on
+    the help center, article pages, the article list and topics, the contact page, the agent sidebar and the
+    dashboard: nothing runs (window.__xss unset), no element that runs or loads script exists, and the
+    fixture's teardown finds no CSP violation and no script error."""
+    from kb.keys import KeyStore
+
+    store = KeyStore(xss_live.db)
+    agent_key, admin_key = store.create("agent", "xss"), store.create("admin", "xss")
+    base = xss_live.url
+    page = new_page(1280)
+
+    page.goto(base + "/articles/xss-probe-two")
+    toc = page.locator("nav.toc")
+    assert toc.locator("a").count() == 3  # three headings: a table of contents, as text
+    assert "<script>" in toc.inner_text() or "Labels" in toc.inner_text()
+    assert page.locator("h1").inner_text() == "Probe two <img src=x onerror=window.__xss=11> labels"
+    assert page.locator(".related a").first.inner_text().startswith("Parcel probe <script>")
+    _inert(page, "article two")
+    page.goto(base + "/articles/xss-probe")
+    assert page.locator("nav.toc").count() == 0  # two headings: no table of contents
+    _inert(page, "article one")
+    for url in ("/articles", "/topics/packaging", "/topics/customs", "/?ui=ta",
+                "/contact?sid=" + quote('"><script>window.__xss=51</script>'),
+                "/?q=" + quote(XSS_TICKET)):
+        page.goto(base + url)
+        _inert(page, url)
+    assert page.locator("#q").input_value() == XSS_TICKET
+    page.goto(base + "/articles")
+    assert "Probe two <img" in page.locator(".article-list").inner_text()
+    assert ET_SAFE(page.request.get(base + "/sitemap.xml").text())  # titles never reach the sitemap unescaped
+
+    agent = new_page(360)
+    agent.goto(base + "/agent?text=" + quote(XSS_TICKET))
+    _enter_key(agent, agent_key)
+    agent.wait_for_selector("#suggestion-list > li")
+    assert "EE123456789IN" in agent.locator("#entity-list").inner_text()
+    agent.locator("#suggestion-list .toggle-article").first.click()
+    agent.wait_for_selector(".full-article:not([hidden]) h2")
+    agent.locator("#kb-q").fill(XSS_QUERY + " probe parcel label")
+    agent.locator("#kb-search-form button[type=submit]").click()
+    agent.wait_for_selector("#kb-result-list > li")
+    agent.locator("#kb-result-list .insert-reply").first.click()
+    assert "<img" in agent.locator("#reply-text").input_value() or "probe" in agent.locator("#reply-text").input_value()
+    _inert(agent, "agent")
+
+    dash = new_page(1280)
+    dash.goto(base + "/admin/analytics")
+    _enter_key(dash, admin_key)
+    dash.wait_for_selector("#dash-content:not([hidden]) .kpi")
+    dash.wait_for_function("() => document.getElementById('dash-status').textContent === ''")
+    shown = XSS_QUERY.strip("<>")  # top queries and gaps group queries without their edge punctuation
+    assert shown in dash.locator("#table-top").inner_text()
+    assert shown in dash.locator("#gaps").inner_text()
+    comments = dash.locator("#table-comments").inner_text()
+    assert comments.count("<script>window.__xss=22</script>") == 2 and "javascript:window.__xss=24" in comments
+    assert dash.locator("#table-comments a").evaluate_all("els => els.map(e => e.getAttribute('href'))") == [
+        "/articles/xss-probe-two", "/articles/xss-probe"]  # only the article links, newest comment first
+    _inert(dash, "dashboard")
+
+
+def ET_SAFE(xml: str) -> bool:  # noqa: N802 - reads as a check
+    import xml.etree.ElementTree as ET
+
+    ET.fromstring(xml)
+    return "<script" not in xml and "<img" not in xml
 
 
 # ---------------------------------------------------------------------------- dashboard
@@ -789,7 +1187,17 @@ def test_screenshots_and_responsive_layout(live, keys, new_page, width):
     page.wait_for_timeout(500)  # chart animation
     _no_horizontal_scroll(page)
     _shot(page, "dashboard")
-    for name in ("help", "article", "article-am", "agent", "dashboard"):
+    # the help center basics, in Tamil and Amharic (scripts whose words run long)
+    for name, url in (("help-topics-ta", "/?ui=ta"), ("articles-ta", "/articles?ui=ta"),
+                      ("topic-am", "/topics/customs?ui=am"), ("contact-am", "/contact?ui=am"),
+                      ("contact-ta", "/contact?ui=ta"),
+                      ("article-toc-ta", "/articles/shipment-held-at-customs-ta?lang=ta&ui=ta")):
+        page.goto(live.url + url)
+        assert page.locator("h1").is_visible()
+        _no_horizontal_scroll(page)
+        _shot(page, name)
+    for name in ("help", "article", "article-am", "agent", "dashboard", "help-topics-ta", "articles-ta", "topic-am",
+                 "contact-am", "contact-ta", "article-toc-ta"):
         assert (SHOTS / f"{name}-{width}.png").stat().st_size > 10_000
 
 
