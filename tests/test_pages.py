@@ -207,7 +207,8 @@ def xss_live(st_encoder, nano_encoder, tmp_path_factory) -> Iterator[LiveServer]
                                                      result_ids=[], no_confident_answer=True)
     for article_id, helpful in (("xss-probe", False), ("xss-probe-two", True)):
         resp = c.post("/api/v1/feedback", json={"search_id": "direct", "article_id": article_id,
-                                                "helpful": helpful, "comment": XSS_COMMENT})
+                                                "helpful": helpful, "comment": XSS_COMMENT},
+                      headers={"X-KB-Channel": "selfservice"})  # as the article page sends it
         assert resp.status_code == 201, resp.get_json()
     yield srv
     srv.stop()
@@ -614,6 +615,7 @@ def test_no_confident_answer_shows_contact_options(live, new_page):
         cards.nth(1).evaluate("a => a.addEventListener('click', e => e.preventDefault())")
         cards.nth(1).click()
     assert json.loads(req.value.post_data) == {"search_id": search_id}
+    assert req.value.headers["x-kb-channel"] == "selfservice"  # the dashboard counts it with the help center
     deadline = time.monotonic() + 10
     while len(live.rows("SELECT id FROM contacts WHERE search_id=?", search_id)) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -115,7 +115,8 @@
   }
 
   // Analytics: the channel this page's calls come from (the API believes "agent" only with an agent key).
-  const CHANNEL = { help: "selfservice", article: "selfservice", agent: "agent" }[cfg.page] || null;
+  const CHANNEL = { help: "selfservice", article: "selfservice", articles: "selfservice", topic: "selfservice",
+    contact: "selfservice", not_found: "selfservice", agent: "agent" }[cfg.page] || null;
 
   /** fetch wrapper: JSON in, {ok, status, data} out; never throws for HTTP errors. */
   async function api(method, path, opts) {
