@@ -155,7 +155,8 @@ def _sid() -> str:
 
 def _browse_rows(searcher, ui: str) -> list[dict]:
     """One row per translation group the public may read today: the version in the interface language when
-    there is one, else the group's source article. ``other_lang`` is set when that is not ``ui``."""
+    there is one, else the group's source article. ``other_lang`` is set when that is not ``ui``; those rows
+    come after the ones in the reader's language."""
     groups: dict[str, dict[str, dict]] = {}
     for row in visible_articles(searcher, "public"):
         groups.setdefault(row["group"], {})[row["lang"]] = row
@@ -164,7 +165,7 @@ def _browse_rows(searcher, ui: str) -> list[dict]:
         pick = (versions.get(ui) or next((v for v in versions.values() if v["id"] == group), None)
                 or versions.get("en") or next(iter(versions.values())))
         rows.append({**pick, "other_lang": pick["lang"] if pick["lang"] != ui else None})
-    rows.sort(key=lambda r: r["title"].casefold())
+    rows.sort(key=lambda r: (r["other_lang"] is not None, r["title"].casefold()))  # the reader's language first
     return rows
 
 
