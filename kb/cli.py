@@ -216,11 +216,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--index", default=index)
     p.add_argument("--mode", default="all", choices=["dense", "lexical", "hybrid", "raw", "all"])
     p.add_argument("--langs", help="comma-separated query lang labels to keep")
+    p.add_argument("--where", action="append", metavar="FIELD=VALUE",
+                   help="keep queries whose FIELD equals VALUE, e.g. flores_split=dev (repeatable)")
     p.add_argument("--max-per-lang", type=int, default=0, help="cap queries per lang (0 = all)")
     p.add_argument("--json", dest="json_out")
     p.add_argument("--calibrate", action="store_true", help="fit and write the confidence calibration")
     p.add_argument("--lexical-gate", choices=["script", "language"], help="override the lexical gate")
     p.add_argument("--heading-weight", type=float, help="override the title/heading share of dense scores")
+    p.add_argument("--query-style-weight", type=float,
+                   help="override the share of the query-style (`query: `) passage vectors in dense scores")
     p.add_argument("--question-weight", type=float,
                    help="override the RRF weight of editor-written questions (0 = ignore them)")
     p.add_argument("--lexical-weights", help="override per-language lexical weights, e.g. en=0.2,ta=0.1")

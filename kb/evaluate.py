@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from .articles import Article
-from .embedder import Encoder, load_encoder
-from .index import Bundle, EmbeddingCache, embed_passages, write_bundle
+from .embedder import Encoder, default_cache_dir, load_encoder
+from .index import Bundle, EmbeddingCache, embed_passages, embed_texts, write_bundle
 from .langs import detect
 from .passages import Passage
 from .search import Filters, Searcher
@@ -95,19 +95,19 @@ def set_bundle(docs: list[dict], encoder: Encoder, root: Path, cache_path: Path 
         passages.append(p)
     cache = EmbeddingCache(cache_path) if cache_path else None
     try:
-        vectors, headings, _c, _r = embed_passages(passages, encoder, cache, progress=sys.stderr.isatty())
+        vectors, headings, query_style, _c, _r = embed_passages(passages, encoder, cache, progress=sys.stderr.isatty())
     finally:
         if cache:
             cache.close()
     if index is not None:
         from .pgindex import prepared_from
 
-        version, _manifest = index.publish(prepared_from(articles, passages, vectors, headings), encoder)
+        version, _manifest = index.publish(prepared_from(articles, passages, vectors, headings, query_style), encoder)
         bundle = index.open(version, model_checksum=encoder.checksum)
     else:
         workdir = root / "bundles" / "eval-set"
         workdir.mkdir(parents=True, exist_ok=True)
-        write_bundle(workdir, articles, passages, vectors, headings, encoder)
+        write_bundle(workdir, articles, passages, vectors, headings, query_style, encoder)
         bundle = Bundle.open(root, model_checksum=encoder.checksum, name=workdir.name)
     for p in bundle.passages:  # lexical gate compares detected languages: set labels are opaque
         p["lex_lang"] = detect(p["text"][:300]).lang
@@ -147,7 +147,13 @@ def run_eval(args: argparse.Namespace) -> int:
         queries = _load_jsonl(set_dir / "queries.jsonl")
         docs = _load_jsonl(set_dir / "docs.jsonl")
         qrels = _load_qrels(set_dir / (args.qrels or "qrels.tsv"))
-        queries = [q for q in queries if q["id"] in qrels]
+        queries = _select(queries, args, qrels)
+        pool = getattr(args, "pool", "auto")
+        masks = _pool_masks(queries, docs, pool)
+        if masks:  # only the docs some kept query can reach are embedded (e.g. the English side of XQuAD)
+            reach = np.logical_or.reduce(list({id(m): m for m in masks.values()}.values()))
+            docs = [d for d, keep in zip(docs, reach, strict=True) if keep]
+            masks = _pool_masks(queries, docs, pool)
         tmp = Path(tempfile.mkdtemp(prefix="kb-eval-"))
         from .embedder import default_cache_dir
 
@@ -158,7 +164,6 @@ def run_eval(args: argparse.Namespace) -> int:
             pg = pg_index(args, name="eval-" + "".join(c if c.isalnum() else "-" for c in set_dir.name.lower()))
         bundle = set_bundle(docs, encoder, tmp, default_cache_dir() / "eval-embcache.sqlite", index=pg)
         audience = "internal"
-        masks = _pool_masks(queries, docs, getattr(args, "pool", "auto"))
         if args.mode == "all":
             modes.append("raw")
     else:
@@ -176,22 +181,14 @@ def run_eval(args: argparse.Namespace) -> int:
             bundle = B.open(Path(args.index), model_checksum=encoder.checksum)
         audience = "internal"
         masks = None
-    if args.langs:
-        keep = set(args.langs.split(","))
-        queries = [q for q in queries if q.get("lang") in keep]
-    if args.max_per_lang:
-        seen: dict[str, int] = defaultdict(int)
-        capped = []
-        for q in queries:
-            if seen[q.get("lang", "und")] < args.max_per_lang:
-                seen[q.get("lang", "und")] += 1
-                capped.append(q)
-        queries = capped
+        queries = _select(queries, args, qrels)
     searcher = Searcher(bundle, encoder)
     if getattr(args, "heading_weight", None) is not None:
         searcher.config.heading_weight = args.heading_weight
     if getattr(args, "exact_limit", None) is not None:  # 0: dense candidates always from the ANN index
         searcher.config.exact_limit = args.exact_limit
+    if getattr(args, "query_style_weight", None) is not None:
+        searcher.config.query_style_weight = args.query_style_weight
     if getattr(args, "question_weight", None) is not None:
         searcher.config.question_weight = args.question_weight
     if getattr(args, "lexical_gate", None):
@@ -245,6 +242,27 @@ def _query_vectors(texts: list[str], encoder: Encoder) -> np.ndarray:
         return embed_texts(texts, encoder, cache, as_query=True, progress=sys.stderr.isatty(), desc="queries")[0]
     finally:
         cache.close()
+
+
+def _select(queries: list[dict], args: argparse.Namespace, qrels: dict) -> list[dict]:
+    """The queries to score: --langs, --where FIELD=VALUE (e.g. flores_split=dev), --max-per-lang."""
+    if args.set_dir:
+        queries = [q for q in queries if q["id"] in qrels]
+    if args.langs:
+        keep = set(args.langs.split(","))
+        queries = [q for q in queries if q.get("lang") in keep]
+    for cond in getattr(args, "where", None) or []:
+        key, _, value = cond.partition("=")
+        queries = [q for q in queries if str(q.get(key)) == value]
+    if args.max_per_lang:
+        seen: dict[str, int] = defaultdict(int)
+        capped = []
+        for q in queries:
+            if seen[q.get("lang", "und")] < args.max_per_lang:
+                seen[q.get("lang", "und")] += 1
+                capped.append(q)
+        queries = capped
+    return queries
 
 
 def _raw_rank(searcher: Searcher, qvec: np.ndarray, mask: np.ndarray | None) -> list[str]:
