@@ -102,7 +102,7 @@ def set_bundle(docs: list[dict], encoder: Encoder, root: Path, cache_path: Path 
     if index is not None:
         from .pgindex import prepared_from
 
-        version, _manifest = index.publish(prepared_from(articles, passages, vectors, headings, query_style), encoder)
+        version, _manifest = index.publish(prepared_from(articles, passages, vectors, headings), encoder)
         bundle = index.open(version, model_checksum=encoder.checksum)
     else:
         workdir = root / "bundles" / "eval-set"
@@ -234,8 +234,6 @@ def run_eval(args: argparse.Namespace) -> int:
 def _query_vectors(texts: list[str], encoder: Encoder) -> np.ndarray:
     """Query vectors, cached like passage vectors (keyed by model and `query: ` text): a rerun of the same
     set (another backend, another weight) embeds nothing."""
-    from .embedder import default_cache_dir
-    from .index import embed_texts
 
     cache = EmbeddingCache(default_cache_dir() / "eval-embcache.sqlite")
     try:

@@ -27,9 +27,9 @@ from .embedder import QUERY_PREFIX, Encoder, file_sha256
 from .lexical import LexicalIndex
 from .passages import Passage, split_article
 
-FORMAT_VERSION = 3
-FILES = ("vectors.faiss", "headings.npy", "passages.jsonl", "articles.json", "lexical.sqlite", "questions.jsonl",
-         "questions.npy")
+FORMAT_VERSION = 4
+FILES = ("vectors.faiss", "headings.npy", "query_style.npy", "passages.jsonl", "articles.json", "lexical.sqlite",
+         "questions.jsonl", "questions.npy")
 KEEP_BUNDLES = 3
 
 
@@ -108,16 +108,15 @@ def embed_texts(texts: list[str], encoder: Encoder, cache: EmbeddingCache | None
 
         encode = encoder.encode_queries if as_query else encoder.encode_passages
         bar = tqdm(total=len(unique), desc=desc, unit="text", disable=not progress)
-        new: list[tuple[str, np.ndarray]] = []
         for s in range(0, len(unique), batch):
             idx = unique[s : s + batch]
             vecs = encode([texts[i] for i in idx])
-            new.extend((hashes[i], v) for i, v in zip(idx, vecs, strict=True))
+            new = [(hashes[i], v) for i, v in zip(idx, vecs, strict=True)]
+            if cache:  # stored per batch: an interrupted run keeps what it embedded
+                cache.put_many(encoder.checksum, new)
+            known.update(new)
             bar.update(len(idx))
         bar.close()
-        if cache:
-            cache.put_many(encoder.checksum, new)
-        known.update(new)
     out = np.zeros((len(texts), encoder.dim), dtype=np.float32)
     for i, h in enumerate(hashes):
         out[i] = known[h]
@@ -125,15 +124,18 @@ def embed_texts(texts: list[str], encoder: Encoder, cache: EmbeddingCache | None
 
 
 def embed_passages(passages: list[Passage], encoder: Encoder, cache: EmbeddingCache | None,
-                   progress: bool = False) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """(passage vectors, heading vectors, computed, reused).
+                   progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """(passage vectors, heading vectors, query-style passage vectors, computed, reused).
 
     Heading vectors embed "title — heading path" as a query (e5's `query:` on both sides matches short or
     conversational text better); a passage without title or heading gets a zero vector and search then
-    uses its passage vector alone.
+    uses its passage vector alone. Query-style vectors embed the same text as the passage vector, with
+    `query: ` instead of `passage: `: search scores a passage with both (see SearchConfig.query_style_weight).
     """
-    vectors, c1, r1 = embed_texts([p.embed_text for p in passages], encoder, cache, progress=progress,
-                                  desc="passages")
+    texts = [p.embed_text for p in passages]
+    vectors, c1, r1 = embed_texts(texts, encoder, cache, progress=progress, desc="passages")
+    query_style, c3, r3 = embed_texts(texts, encoder, cache, as_query=True, progress=progress,
+                                      desc="passages as queries")
     heads = [p.heading_text for p in passages]
     idx = [i for i, h in enumerate(heads) if h]
     hv, c2, r2 = embed_texts([heads[i] for i in idx], encoder, cache, as_query=True, progress=progress,
@@ -141,7 +143,7 @@ def embed_passages(passages: list[Passage], encoder: Encoder, cache: EmbeddingCa
     headings = np.zeros_like(vectors)
     if idx:
         headings[idx] = hv
-    return vectors, headings, c1 + c2, r1 + r2
+    return vectors, headings, query_style, c1 + c2 + c3, r1 + r2 + r3
 
 
 def article_questions(articles: list[Article], out_of_scope: dict[str, list[str]] | None = None) -> list[dict]:
@@ -166,8 +168,9 @@ def embed_questions(questions: list[dict], encoder: Encoder, cache: EmbeddingCac
 
 
 def write_bundle(directory: Path, articles: list[Article], passages: list[Passage], vectors: np.ndarray,
-                 headings: np.ndarray, encoder: Encoder, store_kind: str = "flat", extra: dict | None = None,
-                 questions: list[dict] | None = None, question_vectors: np.ndarray | None = None) -> dict:
+                 headings: np.ndarray, query_style: np.ndarray, encoder: Encoder, store_kind: str = "flat",
+                 extra: dict | None = None, questions: list[dict] | None = None,
+                 question_vectors: np.ndarray | None = None) -> dict:
     """Write the bundle files into an existing empty directory and return its manifest."""
     questions = questions or []
     if question_vectors is None:
@@ -178,8 +181,11 @@ def write_bundle(directory: Path, articles: list[Article], passages: list[Passag
     if len(passages):
         store.add(vectors)
     store.save(directory)
-    with open(directory / "headings.npy", "wb") as f:
-        np.save(f, np.ascontiguousarray(headings, dtype=np.float32))
+    for fname, matrix in (("headings.npy", headings), ("query_style.npy", query_style)):
+        if len(matrix) != len(passages):
+            raise ValueError(f"{len(passages)} passages but {len(matrix)} rows for {fname}")
+        with open(directory / fname, "wb") as f:
+            np.save(f, np.ascontiguousarray(matrix, dtype=np.float32).reshape(len(passages), encoder.dim))
     with open(directory / "passages.jsonl", "w", encoding="utf-8") as f:
         for p in passages:
             f.write(json.dumps(p.to_dict(), ensure_ascii=False) + "\n")
@@ -226,6 +232,9 @@ class Prepared:
     question_vectors: np.ndarray
     computed: int
     reused: int
+    # passages embedded with `query: ` (embed_passages); None: a backend that does not store them yet scores
+    # with the passage vectors alone
+    query_style: np.ndarray | None = None
 
 
 def prepare(articles_dir: Path | None, encoder: Encoder, cache: EmbeddingCache | None, progress: bool = False,
@@ -234,10 +243,10 @@ def prepare(articles_dir: Path | None, encoder: Encoder, cache: EmbeddingCache |
     if articles is None:
         articles = load_articles(Path(articles_dir))
     passages = [p for a in articles for p in split_article(a)]
-    vectors, headings, computed, reused = embed_passages(passages, encoder, cache, progress=progress)
+    vectors, headings, query_style, computed, reused = embed_passages(passages, encoder, cache, progress=progress)
     questions = article_questions(articles, check_out_of_scope(Path(articles_dir))[0] if articles_dir else None)
     qvecs, qc, qr = embed_questions(questions, encoder, cache, progress=progress)
-    return Prepared(articles, passages, vectors, headings, questions, qvecs, computed + qc, reused + qr)
+    return Prepared(articles, passages, vectors, headings, questions, qvecs, computed + qc, reused + qr, query_style)
 
 
 def build(articles_dir: Path, index_dir: Path, encoder: Encoder, store_kind: str = "flat",
@@ -255,7 +264,8 @@ def build(articles_dir: Path, index_dir: Path, encoder: Encoder, store_kind: str
     name = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.getpid()}-{int(time.time() * 1e6) % 1000000:06d}"
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=bundles))
     try:
-        manifest = write_bundle(tmp, prep.articles, prep.passages, prep.vectors, prep.headings, encoder, store_kind,
+        manifest = write_bundle(tmp, prep.articles, prep.passages, prep.vectors, prep.headings, prep.query_style,
+                                encoder, store_kind,
                                 extra={"build_seconds": round(time.perf_counter() - t0, 3)},
                                 questions=prep.questions, question_vectors=prep.question_vectors)
         os.rename(tmp, bundles / name)
@@ -312,6 +322,7 @@ class Bundle:
     headings: np.ndarray
     questions: list[dict] = field(default_factory=list)
     question_vectors: np.ndarray | None = None
+    query_style: np.ndarray | None = None  # passage texts embedded with `query: ` (see embed_passages)
 
     @classmethod
     def open(cls, index_dir: Path, model_checksum: str | None = None, name: str | None = None) -> Bundle:
@@ -346,16 +357,17 @@ class Bundle:
         articles = json.loads((path / "articles.json").read_text(encoding="utf-8"))
         if store.count != len(passages):
             raise BundleError(f"{path}: {store.count} vectors but {len(passages)} passages")
-        headings = np.load(path / "headings.npy")
-        if headings.shape != (len(passages), manifest["dim"]):
-            raise BundleError(f"{path}: headings.npy has shape {headings.shape}, expected {(len(passages), manifest['dim'])}")
+        headings, query_style = (np.load(path / fname) for fname in ("headings.npy", "query_style.npy"))
+        for fname, matrix in (("headings.npy", headings), ("query_style.npy", query_style)):
+            if matrix.shape != (len(passages), manifest["dim"]):
+                raise BundleError(f"{path}: {fname} has shape {matrix.shape}, expected {(len(passages), manifest['dim'])}")
         with open(path / "questions.jsonl", encoding="utf-8") as f:
             questions = [json.loads(line) for line in f]
         qvecs = np.load(path / "questions.npy")
         if qvecs.shape != (len(questions), manifest["dim"]):
             raise BundleError(f"{path}: questions.npy has shape {qvecs.shape}, expected {(len(questions), manifest['dim'])}")
         return cls(name, path, manifest, passages, articles, store, LexicalIndex(path / "lexical.sqlite"), headings,
-                   questions, qvecs)
+                   questions, qvecs, query_style)
 
 
 class BundleDir:

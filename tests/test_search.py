@@ -7,6 +7,7 @@ import json
 import math
 import re
 
+import numpy as np
 import pytest
 
 from kb.embedder import HashEncoder
@@ -230,3 +231,24 @@ def test_real_snippets_mark_no_function_words(searcher, query):
     assert "usually" not in marks and "USDA" not in marks
     for r in res["results"]:
         assert len(r["snippet"].split()) >= 5, r["snippet"]  # never a two-word list label alone
+
+
+def test_passage_scores_mix_both_prefixes_and_headings():
+    from kb.search import passage_scores
+
+    rng = np.random.default_rng(1)
+    unit = lambda m: m / np.linalg.norm(m, axis=-1, keepdims=True)  # noqa: E731
+    vecs, qstyle, heads, q = unit(rng.normal(size=(6, 8))), unit(rng.normal(size=(6, 8))), \
+        unit(rng.normal(size=(6, 8))), unit(rng.normal(size=8))
+    has_head = np.array([True, False, True, False, True, False])
+    hw = np.full(6, 0.2, dtype=np.float32)
+    full = passage_scores(q, vecs, qstyle, heads, has_head, hw, 0.5)
+    cos = 0.5 * vecs @ q + 0.5 * qstyle @ q
+    assert np.allclose(full, np.where(has_head, 0.8 * cos + 0.2 * heads @ q, cos), atol=1e-6)
+    # without query-style vectors (or at weight 0) it is the passage cosine alone
+    assert np.allclose(passage_scores(q, vecs, None, heads, has_head, np.zeros(6), 0.5), vecs @ q, atol=1e-6)
+    assert np.allclose(passage_scores(q, vecs, qstyle, heads, has_head, np.zeros(6), 0.0), vecs @ q, atol=1e-6)
+    # the ANN path scores only the proposed rows, identically
+    pool = np.array([1, 4])
+    part = passage_scores(q, vecs, qstyle, heads, has_head, hw, 0.5, pool)
+    assert np.allclose(part[pool], full[pool]) and (np.delete(part, pool) == -1).all()
