@@ -15,6 +15,9 @@ from pathlib import Path
 
 import frontmatter
 import yaml
+import yaml.composer
+import yaml.constructor
+import yaml.reader
 
 TOPICS = (
     "shipping-rules", "prohibited-items", "dangerous-goods", "packaging", "customs", "duties-taxes",
@@ -47,6 +50,7 @@ REQUIRED = ("id", "title", "lang", "topics", "countries", "audience", "updated")
 OPTIONAL = ("translation_of", "effective", "expires", "questions")
 MAX_QUESTION_CHARS = 200
 OUT_OF_SCOPE_FILE = "out-of-scope.yaml"
+_BOUNDARY = frontmatter.YAMLHandler.FM_BOUNDARY  # a '---' line, as python-frontmatter splits
 
 
 @dataclass
@@ -56,7 +60,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.message}"
+        message = " ".join(self.message.split())  # always one line, whatever a YAML error or value held
+        return f"{self.path}:{self.line}: {message}"
 
 
 @dataclass
@@ -77,6 +82,7 @@ class Article:
     content_hash: str = ""
     links: list[tuple[str, int]] = field(default_factory=list)
     questions: dict[str, list[str]] = field(default_factory=dict)
+    field_lines: dict[str, int] = field(default_factory=dict)  # front-matter key -> file line, for messages
 
     @property
     def group(self) -> str:
@@ -109,158 +115,245 @@ def _depth(node: yaml.Node, limit: int) -> int:
     return deepest
 
 
-def _as_date(value: object) -> dt.date | None:
+class _BadDate(str):
+    """A YAML timestamp that is no calendar date (``2026-02-30``): kept as text so the checker can name it."""
+
+    reason = ""
+
+
+def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> object:
+    try:
+        return yaml.constructor.SafeConstructor.construct_yaml_timestamp(loader, node)
+    except (ValueError, TypeError, AttributeError, OverflowError) as e:
+        bad = _BadDate(node.value)
+        bad.reason = str(e) or type(e).__name__
+        return bad
+
+
+class _FrontMatterLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with two changes for front matter: an impossible date does not abort loading
+    (PyYAML raises a bare ValueError without a line), and aliases (``*name``) are refused, since a few of
+    them can expand into an exponentially large value."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001, ANN201 - PyYAML's signature
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in front matter",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+
+_FrontMatterLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
+
+
+def _show(value: object, limit: int = 60) -> str:
+    """A value as it may appear in a one-line message: repr, shortened."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _as_date(value: object) -> tuple[dt.date | None, str]:
+    """(date, "") or (None, why it is not one)."""
     if isinstance(value, dt.datetime):
-        return value.date()
+        return value.date(), ""
     if isinstance(value, dt.date):
-        return value
+        return value, ""
+    if isinstance(value, _BadDate):
+        return None, f"{str(value)!r} is not a real date ({value.reason})"
     if isinstance(value, str):
         try:
-            return dt.date.fromisoformat(value)
-        except ValueError:
-            return None
-    return None
+            return dt.date.fromisoformat(value.strip()), ""
+        except ValueError as e:
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+                return None, f"{value.strip()!r} is not a real date ({e})"
+    return None, f"must be a date YYYY-MM-DD, not {_show(value)}"
+
+
+@dataclass
+class _Partial:
+    """What a file said about itself even when it is broken: lets cross-file checks skip its dependants."""
+
+    ids: set[str] = field(default_factory=set)
 
 
 def parse_file(path: Path, display: str) -> tuple[Article | None, list[Problem]]:
     """Parse and validate one article file on its own (cross-file rules live in `check_tree`)."""
+    art, probs, _partial = _parse(path, display)
+    return art, probs
+
+
+def _parse(path: Path, display: str) -> tuple[Article | None, list[Problem], _Partial]:
     probs: list[Problem] = []
+    partial = _Partial()
+    m = FILE_RE.match(path.name)
+    if m:
+        partial.ids.add(m["id"])
 
     def bad(line: int, msg: str) -> None:
         probs.append(Problem(display, line, msg))
 
+    def fail(line: int, msg: str) -> tuple[None, list[Problem], _Partial]:
+        bad(line, msg)
+        return None, probs, partial
+
     try:
         size = path.stat().st_size
+        if size > MAX_BYTES:
+            return fail(1, f"file too large: {size / 1e6:.1f} MB (limit {MAX_BYTES / 1e6:.0f} MB)")
+        raw = path.read_bytes()
     except OSError as e:
-        bad(1, f"cannot read file: {e.strerror}")
-        return None, probs
-    if size > MAX_BYTES:
-        bad(1, f"file too large: {size / 1e6:.1f} MB (limit {MAX_BYTES / 1e6:.0f} MB)")
-        return None, probs
-    raw = path.read_bytes()
+        return fail(1, f"cannot read file: {e.strerror or e}")
     if b"\x00" in raw:
-        bad(raw[: raw.index(b"\x00")].count(b"\n") + 1, "binary file (NUL byte): articles must be UTF-8 text")
-        return None, probs
+        return fail(raw[: raw.index(b"\x00")].count(b"\n") + 1, "binary file (NUL byte): articles must be UTF-8 text")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        bad(raw[: e.start].count(b"\n") + 1, f"invalid UTF-8 at byte {e.start}: save the file as UTF-8")
-        return None, probs
-    text = text.lstrip("\ufeff").replace("\r\n", "\n")
-    if not text.startswith("---\n"):
-        bad(1, "missing YAML front matter: the file must start with a '---' line")
-        return None, probs
+        return fail(raw[: e.start].count(b"\n") + 1, f"invalid UTF-8 at byte {e.start}: save the file as UTF-8")
+    text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    lines_ = text.split("\n")
+    if not _BOUNDARY.fullmatch(lines_[0]):
+        return fail(1, "missing YAML front matter: the file must start with a '---' line")
+    close = next((i for i in range(1, len(lines_)) if _BOUNDARY.fullmatch(lines_[i])), None)
+    if close is None:
+        return fail(1, "front matter is not closed: add a '---' line after it")
+    fm_text = "\n".join(lines_[1:close])
+    body = "\n".join(lines_[close + 1:])
+    body_line = close + 2  # file line of the body's first line
+
+    def line_of(mark: yaml.Mark | None) -> int:
+        """File line of a position in the front matter (by character index: YAML also breaks lines at
+        U+2028 and friends, the file's lines are '\\n')."""
+        if mark is None:
+            return 2
+        return fm_text[: mark.index].count("\n") + 2
+
+    loader = _FrontMatterLoader(fm_text) if fm_text.strip() else None
     try:
-        fm_text, body = frontmatter.YAMLHandler().split(text)
-    except ValueError:
-        bad(1, "front matter is not closed: add a '---' line after it")
-        return None, probs
-    # file line of YAML line 0 and of the body's first line (the handler may trim surrounding newlines)
-    fm_offset = text[: max(text.find(fm_text), 0)].count("\n") if fm_text else 1
-    body_line = text[: text.rfind(body)].count("\n") + 1 if body else text.count("\n") + 1
-    try:
-        node = yaml.compose(fm_text, Loader=yaml.SafeLoader)
+        node = loader.get_single_node() if loader else None
+        meta = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as e:
-        line = (e.problem_mark.line if e.problem_mark else 0) + fm_offset + 1
-        bad(line, f"bad YAML: {e.problem or e}")
-        return None, probs
+        mark = e.problem_mark or e.context_mark
+        why = e.problem or e.context or type(e).__name__
+        if "'\\t'" in why:
+            why += " (indent with spaces, not tabs)"
+        if e.problem and e.context and e.context_mark and line_of(e.context_mark) != line_of(mark):
+            if "end of stream" in e.problem:  # an unclosed quote or bracket: where it opens is the mistake
+                why, mark = f"{e.context} that is never closed", e.context_mark
+            else:
+                why += f" ({e.context} on line {line_of(e.context_mark)})"
+        return fail(line_of(mark), f"bad YAML: {why}")
+    except yaml.reader.ReaderError as e:
+        return fail(fm_text[: e.position].count("\n") + 2,
+                    f"bad YAML: character {chr(e.character)!r} is not allowed in front matter")
     except (yaml.YAMLError, RecursionError) as e:
-        bad(2, f"bad YAML: {type(e).__name__}")
-        return None, probs
-    if node is None or not isinstance(node, yaml.MappingNode):
-        bad(2, "front matter must be a YAML mapping of fields")
-        return None, probs
+        return fail(2, f"bad YAML: {type(e).__name__}")
+    except (ValueError, TypeError, AttributeError, OverflowError) as e:  # a value PyYAML cannot build
+        return fail(2, f"bad YAML value: {e}")
+    finally:
+        if loader:
+            loader.dispose()
+    if node is None or not isinstance(node, yaml.MappingNode) or not isinstance(meta, dict):
+        return fail(2, "front matter must be a YAML mapping of fields (key: value lines)")
     if _depth(node, MAX_YAML_DEPTH) > MAX_YAML_DEPTH:
-        bad(2, f"front matter nested deeper than {MAX_YAML_DEPTH} levels")
-        return None, probs
-    try:
-        meta = yaml.safe_load(fm_text)
-    except (yaml.YAMLError, RecursionError) as e:
-        bad(2, f"bad YAML: {e}")
-        return None, probs
-    lines = {k.value: k.start_mark.line + fm_offset + 1 for k, _v in node.value if isinstance(k, yaml.ScalarNode)}
+        return fail(2, f"front matter nested deeper than {MAX_YAML_DEPTH} levels")
+    lines: dict[str, int] = {}
+    for k, _v in node.value:
+        if not isinstance(k, yaml.ScalarNode):
+            bad(line_of(k.start_mark), "field names must be plain words")
+        elif k.value in lines:
+            bad(line_of(k.start_mark), f"duplicate field '{k.value}' (also on line {lines[k.value]})")
+        else:
+            lines[k.value] = line_of(k.start_mark)
 
     def ln(key: str) -> int:
         return lines.get(key, 2)
 
     for key in meta:
-        if key not in REQUIRED and key not in OPTIONAL:
-            bad(ln(str(key)), f"unknown field '{key}' (allowed: {', '.join(REQUIRED + OPTIONAL)})")
+        if isinstance(key, str) and key not in REQUIRED and key not in OPTIONAL:
+            bad(ln(key), f"unknown field {_show(key)} (allowed: {', '.join(REQUIRED + OPTIONAL)})")
     for key in REQUIRED:
         if key not in meta or meta[key] in (None, "", []):
-            bad(2, f"missing required field '{key}'")
+            bad(ln(key) if key in meta else 2, f"missing required field '{key}'")
 
     aid = meta.get("id")
     if aid is not None and (not isinstance(aid, str) or not ID_RE.match(aid)):
-        bad(ln("id"), f"id {aid!r} is not a slug (lowercase letters, digits and '-', 3-80 chars)")
+        bad(ln("id"), f"id {_show(aid)} is not a slug (lowercase letters, digits and '-', 3-80 chars)")
+    elif isinstance(aid, str):
+        partial.ids.add(aid)
     title = meta.get("title")
-    if title is not None and (not isinstance(title, str) or len(title) > 200):
-        bad(ln("title"), "title must be a string of at most 200 characters")
+    if title not in (None, "") and (not isinstance(title, str) or not title.strip() or len(title) > 200):
+        bad(ln("title"), "title must be a non-blank string of at most 200 characters")
     lang = meta.get("lang")
-    if lang is not None and lang not in ISO639_1:
-        bad(ln("lang"), f"unknown lang {lang!r}: use an ISO 639-1 code such as {', '.join(PRODUCT_LANGS)}")
+    if lang not in (None, "") and (not isinstance(lang, str) or lang not in ISO639_1):
+        bad(ln("lang"), f"unknown lang {_show(lang)}: use an ISO 639-1 code such as {', '.join(PRODUCT_LANGS)}")
     topics = meta.get("topics")
-    if topics is not None:
-        if not isinstance(topics, list) or not topics:
+    if topics not in (None, "", []):
+        if not isinstance(topics, list):
             bad(ln("topics"), "topics must be a non-empty list")
         else:
             for t in topics:
-                if t not in TOPICS:
-                    bad(ln("topics"), f"unknown topic {t!r} (allowed: {', '.join(TOPICS)})")
+                if not isinstance(t, str) or t not in TOPICS:
+                    bad(ln("topics"), f"unknown topic {_show(t)} (allowed: {', '.join(TOPICS)})")
     countries = meta.get("countries")
-    if countries is not None:
-        if not isinstance(countries, list) or not countries:
+    if countries not in (None, "", []):
+        if not isinstance(countries, list):
             bad(ln("countries"), 'countries must be a non-empty list of ISO 3166 codes or ["*"]')
         elif countries != ["*"]:
             for c in countries:
-                if c not in ISO3166:
-                    bad(ln("countries"), f'unknown country {c!r}: use ISO 3166-1 alpha-2 codes, "EU", or ["*"]')
+                if not isinstance(c, str) or c not in ISO3166:
+                    bad(ln("countries"), f'unknown country {_show(c)}: use ISO 3166-1 alpha-2 codes, "EU", or ["*"]')
     audience = meta.get("audience")
-    if audience is not None and audience not in AUDIENCES:
-        bad(ln("audience"), f"audience must be 'public' or 'internal', not {audience!r}")
+    if audience not in (None, "") and (not isinstance(audience, str) or audience not in AUDIENCES):
+        bad(ln("audience"), f"audience must be 'public' or 'internal', not {_show(audience)}")
     dates: dict[str, dt.date | None] = {}
     for key in ("updated", "effective", "expires"):
-        if meta.get(key) is not None:
-            dates[key] = _as_date(meta[key])
+        if meta.get(key) not in (None, ""):
+            dates[key], why = _as_date(meta[key])
             if dates[key] is None:
-                bad(ln(key), f"{key} must be a date YYYY-MM-DD, not {meta[key]!r}")
+                bad(ln(key), f"{key} {why}")
     if dates.get("effective") and dates.get("expires") and dates["expires"] <= dates["effective"]:
-        bad(ln("expires"), "expires must be after effective")
+        bad(ln("expires"), f"expires {dates['expires']} must be after effective {dates['effective']}")
     tr = meta.get("translation_of")
     if tr is not None and (not isinstance(tr, str) or not ID_RE.match(tr)):
-        bad(ln("translation_of"), f"translation_of {tr!r} is not an article id")
+        bad(ln("translation_of"), f"translation_of {_show(tr)} is not an article id")
+    elif isinstance(tr, str) and tr == aid:
+        bad(ln("translation_of"), "translation_of names the article itself: give the translation its own id")
     if not body.strip():
         bad(body_line, "empty body: write the article below the front matter")
     qnode = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == "questions"), None)
-    questions = _questions(qnode, meta.get("questions"), tr, ln("questions"), fm_offset, bad) if qnode is not None else {}
+    questions = (_questions(qnode, meta.get("questions"), tr, ln("questions"), line_of, bad)
+                 if qnode is not None else {})
 
-    m = FILE_RE.match(path.name)
+    # the file's name must agree with what it declares (checked only for values that are valid themselves,
+    # so one mistake is one line)
     if not m:
-        bad(1, "file name must be <id>.<lang>.md")
-    elif not probs:
-        if m["id"] != aid:
+        bad(1, f"file name {path.name!r} must be <id>.<lang>.md")
+    else:
+        if isinstance(aid, str) and ID_RE.match(aid) and m["id"] != aid:
             bad(ln("id"), f"id '{aid}' does not match the file name '{path.name}'")
-        if m["lang"] != lang:
+        if isinstance(lang, str) and lang in ISO639_1 and m["lang"] != lang:
             bad(ln("lang"), f"lang '{lang}' does not match the file name '{path.name}'")
-        if isinstance(topics, list) and topics and path.parent.name != topics[0]:
-            bad(ln("topics"), f"first topic '{topics[0]}' does not match the folder '{path.parent.name}'")
+    if (isinstance(topics, list) and topics and isinstance(topics[0], str) and topics[0] in TOPICS
+            and path.parent.name != topics[0]):
+        bad(ln("topics"), f"first topic '{topics[0]}' does not match the folder '{path.parent.name}'")
 
     links = []
     for i, line in enumerate(body.split("\n")):
         for lm in LINK_RE.finditer(line):
             links.append((lm.group(1), body_line + i))
     if probs:
-        return None, probs
+        return None, probs, partial
     art = Article(
         id=aid, lang=lang, title=title.strip(), topics=list(topics), countries=list(countries),
         audience=audience, updated=dates["updated"], body=body, path=display, body_line=body_line,
         translation_of=tr, effective=dates.get("effective"), expires=dates.get("expires"),
         content_hash=hashlib.sha256(text.encode()).hexdigest(), links=links, questions=questions,
+        field_lines=lines,
     )
-    return art, probs
+    return art, probs, partial
 
 
-def _questions(node: yaml.Node, value: object, translation_of: object, line: int, offset: int,
+def _questions(node: yaml.Node, value: object, translation_of: object, line: int, line_of,
                bad) -> dict[str, list[str]]:
     """`questions`: what customers ask that this article answers, per language (searched like the text).
 
@@ -270,34 +363,37 @@ def _questions(node: yaml.Node, value: object, translation_of: object, line: int
     if translation_of:
         bad(line, f"questions belong in the source article '{translation_of}' (one list per language there)")
         return {}
-    return _lists_by_language(node, value, line, offset, bad, "questions")
+    return _lists_by_language(node, value, line, line_of, bad, "questions")
 
 
-def _lists_by_language(node: yaml.Node, value: object, line: int, offset: int, bad,
+def _lists_by_language(node: yaml.Node, value: object, line: int, line_of, bad,
                        name: str) -> dict[str, list[str]]:
-    """Validate a YAML mapping language code -> non-empty list of distinct short texts (NFC)."""
+    """Validate a YAML mapping language code -> non-empty list of distinct short texts (NFC).
+
+    ``line_of(mark)`` turns a YAML position into the file's line number."""
     if not isinstance(node, yaml.MappingNode) or not isinstance(value, dict):
         bad(line, f"{name} must map a language code to a list of questions, e.g. ta: [\"...\"]")
         return {}
     out: dict[str, list[str]] = {}
     for knode, vnode in node.value:
-        lang, kline = knode.value, knode.start_mark.line + offset + 1
-        if lang not in ISO639_1:
-            bad(kline, f"{name}: unknown language {lang!r}: use an ISO 639-1 code such as {', '.join(PRODUCT_LANGS)}")
+        lang, kline = knode.value, line_of(knode.start_mark)
+        if not isinstance(knode, yaml.ScalarNode) or lang not in ISO639_1:
+            shown = _show(lang) if isinstance(knode, yaml.ScalarNode) else "(not a word)"
+            bad(kline, f"{name}: unknown language {shown}: use an ISO 639-1 code such as {', '.join(PRODUCT_LANGS)}")
             continue
         if not isinstance(vnode, yaml.SequenceNode) or not vnode.value:
             bad(kline, f"{name}.{lang} must be a non-empty list of questions")
             continue
         seen: set[str] = set()
         for item in vnode.value:
-            iline = item.start_mark.line + offset + 1
+            iline = line_of(item.start_mark)
             text = item.value.strip() if isinstance(item, yaml.ScalarNode) and item.tag.endswith(":str") else None
             if not text:
                 bad(iline, f"{name}.{lang}: each question must be non-empty text")
             elif len(text) > MAX_QUESTION_CHARS:
                 bad(iline, f"{name}.{lang}: question longer than {MAX_QUESTION_CHARS} characters")
             elif text.casefold() in seen:
-                bad(iline, f"{name}.{lang}: duplicate question {text!r}")
+                bad(iline, f"{name}.{lang}: duplicate question {_show(text)}")
             else:
                 seen.add(text.casefold())
                 out.setdefault(lang, []).append(unicodedata.normalize("NFC", text))
@@ -319,68 +415,104 @@ def check_out_of_scope(root: Path) -> tuple[dict[str, list[str]], list[Problem]]
     def bad(line: int, msg: str) -> None:
         probs.append(Problem(display, line, msg))
 
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        bad(1, f"cannot read file: {e.strerror or e}")
+        return {}, probs
     if len(raw) > MAX_BYTES:
         bad(1, f"file too large: {len(raw) / 1e6:.1f} MB (limit {MAX_BYTES / 1e6:.0f} MB)")
         return {}, probs
     try:
-        text = raw.decode("utf-8").lstrip("\ufeff")
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        value = yaml.safe_load(text)
+        text = raw.decode("utf-8").lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
     except UnicodeDecodeError as e:
         bad(raw[: e.start].count(b"\n") + 1, f"invalid UTF-8 at byte {e.start}: save the file as UTF-8")
         return {}, probs
+
+    def line_of(mark: yaml.Mark | None) -> int:
+        return text[: mark.index].count("\n") + 1 if mark is not None else 1
+
+    loader = _FrontMatterLoader(text)
+    try:
+        node = loader.get_single_node()
+        value = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as e:
-        bad((e.problem_mark.line if e.problem_mark else 0) + 1, f"bad YAML: {e.problem or e}")
+        bad(line_of(e.problem_mark or e.context_mark), f"bad YAML: {e.problem or e.context or type(e).__name__}")
+        return {}, probs
+    except yaml.reader.ReaderError as e:
+        bad(text[: e.position].count("\n") + 1, f"bad YAML: character {chr(e.character)!r} is not allowed")
         return {}, probs
     except (yaml.YAMLError, RecursionError) as e:
         bad(1, f"bad YAML: {type(e).__name__}")
         return {}, probs
+    except (ValueError, TypeError, AttributeError, OverflowError) as e:
+        bad(1, f"bad YAML value: {e}")
+        return {}, probs
+    finally:
+        loader.dispose()
     if node is None:
         return {}, probs
-    examples = _lists_by_language(node, value, 1, 0, bad, "out-of-scope")
+    examples = _lists_by_language(node, value, 1, line_of, bad, "out-of-scope")
     return (examples if not probs else {}), probs
 
 
 def check_tree(root: Path) -> tuple[list[Article], list[Problem]]:
-    """Load every ``*.md`` article below ``root`` (README.md excepted) and validate the whole tree."""
+    """Load every ``*.md`` article below ``root`` (README.md excepted) and validate the whole tree.
+
+    A broken article is reported once: translations of it and links to it say nothing more (they are not
+    wrong; their target is, and that has its own lines)."""
     root = Path(root)
     if not root.is_dir():
-        return [], [Problem(str(root), 0, "articles directory not found")]
+        return [], [Problem(str(root), 1, "articles directory not found")]
     articles: list[Article] = []
     probs: list[Problem] = []
+    broken: set[str] = set()  # ids that files with problems declared or are named for
     base = root.parent if root.parent != root else root
-    for path in sorted(root.rglob("*.md")):
+    try:
+        paths = sorted(root.rglob("*.md"))
+    except OSError as e:
+        return [], [Problem(str(root), 1, f"cannot list the articles: {e.strerror or e}")]
+    for path in paths:
         if path.name.lower() == "readme.md" or not path.is_file():
             continue
         try:
             display = str(path.relative_to(base))
         except ValueError:
             display = str(path)
-        art, p = parse_file(path, display)
+        # a file name that is not UTF-8 still prints as one readable line
+        display = display.encode("utf-8", "backslashreplace").decode("utf-8")
+        art, p, partial = _parse(path, display)
         probs.extend(p)
         if art:
             articles.append(art)
+        else:
+            broken |= partial.ids
+
+    def at(a: Article, key: str) -> int:
+        return a.field_lines.get(key, 2)
 
     seen: dict[tuple[str, str], Article] = {}
     for a in articles:
         key = (a.id, a.lang)
         if key in seen:
-            probs.append(Problem(a.path, 2, f"duplicate id '{a.id}' in lang '{a.lang}' (also in {seen[key].path})"))
+            probs.append(Problem(a.path, at(a, "id"),
+                                 f"duplicate id '{a.id}' in lang '{a.lang}' (also in {seen[key].path})"))
         else:
             seen[key] = a
     ids = {a.id: a for a in articles}
     for a in articles:
         if a.translation_of:
             src = ids.get(a.translation_of)
+            line = at(a, "translation_of")
             if src is None:
-                probs.append(Problem(a.path, 2, f"translation_of '{a.translation_of}' points to no article"))
+                if a.translation_of not in broken:
+                    probs.append(Problem(a.path, line, f"translation_of '{a.translation_of}' points to no article"))
             elif src.lang == a.lang:
-                probs.append(Problem(a.path, 2, f"translation_of '{a.translation_of}' is in the same language"))
+                probs.append(Problem(a.path, line, f"translation_of '{a.translation_of}' is in the same language"))
             elif src.translation_of:
-                probs.append(Problem(a.path, 2, f"translation_of '{a.translation_of}' is itself a translation"))
+                probs.append(Problem(a.path, line, f"translation_of '{a.translation_of}' is itself a translation"))
         for target, line in a.links:
-            if target not in ids:
+            if target not in ids and target not in broken:
                 probs.append(Problem(a.path, line, f"broken link: no article with id '{target}'"))
     probs.extend(check_out_of_scope(root)[1])
     probs.sort(key=lambda p: (p.path, p.line))

@@ -50,7 +50,7 @@ def test_valid_tree_has_no_problems(tmp_path):
 
 @pytest.mark.parametrize("text, expected", [
     (GOOD.format(id="alpha", lang="en", extra="bad: [unclosed\n", link="alpha"),
-     "articles/customs/alpha.en.md:10: bad YAML"),
+     "articles/customs/alpha.en.md:9: bad YAML"),  # the unclosed line
     (GOOD.format(id="alpha", lang="xx", extra="", link="alpha"),
      "articles/customs/alpha.en.md:4: unknown lang 'xx'"),
     (GOOD.format(id="alpha", lang="en", extra="", link="alpha").replace("topics: [customs]", "topics: [cheese]"),
@@ -68,7 +68,7 @@ def test_valid_tree_has_no_problems(tmp_path):
     (GOOD.format(id="alpha", lang="en", extra="", link="nowhere"),
      "articles/customs/alpha.en.md:12: broken link: no article with id 'nowhere'"),
     (GOOD.format(id="alpha", lang="en", extra="translation_of: ghost\n", link="alpha"),
-     "articles/customs/alpha.en.md:2: translation_of 'ghost' points to no article"),
+     "articles/customs/alpha.en.md:9: translation_of 'ghost' points to no article"),
     (GOOD.format(id="alpha", lang="en", extra="", link="alpha").split("## Section")[0],
      "articles/customs/alpha.en.md:10: empty body"),
     ("no front matter here\n", "articles/customs/alpha.en.md:1: missing YAML front matter"),
