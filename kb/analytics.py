@@ -422,6 +422,11 @@ class AnalyticsStore(ABC):
         """Run one read-only SELECT (``placeholder`` markers) and return its rows as dicts."""
 
     @abstractmethod
+    def _search_exists(self, search_id: str) -> bool:
+        """True if ``searches`` holds a row with this id (a primary-key lookup: endpoints call it on
+        every click and feedback)."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
     def __enter__(self) -> AnalyticsStore:
@@ -586,6 +591,13 @@ class AnalyticsStore(ABC):
                "search_id": _ident(search_id, "search_id"), **self._caller(channel, key_id)}
         self._insert("contacts", row)
         return row["id"]
+
+    def has_search(self, search_id: str) -> bool:
+        """Whether ``search_id`` names a stored search, so an endpoint can refuse clicks and feedback that
+        cite no search (they would skew CTR and helpfulness). Retention-purged searches are gone too."""
+        if not isinstance(search_id, str) or not search_id or len(search_id) > MAX_ID:
+            return False
+        return self._search_exists(search_id)
 
     def purge(self, older_than_days: int, now: dt.datetime | None = None) -> dict[str, int]:
         """Retention: delete events older than ``older_than_days`` days; returns {table: rows deleted}."""
@@ -1094,6 +1106,9 @@ class SQLiteStore(AnalyticsStore):
                 return prev["id"]
             self._insert_in(c, "searches", row)
             return row["id"]
+
+    def _search_exists(self, search_id: str) -> bool:
+        return self._conn().execute("SELECT 1 FROM searches WHERE id = ?", (search_id,)).fetchone() is not None
 
     def _set_assist_used(self, assist_id: str, used_json: str) -> bool:
         with self._write() as c:

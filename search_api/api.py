@@ -13,6 +13,7 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 from kb.analytics import search_event_fields
+from kb.articles import ISO639_1
 from kb.assist import MAX_CHARS, assist
 from kb.pg import Unavailable
 from kb.search import Filters
@@ -100,22 +101,50 @@ READABLE = {
     "maxLength": "is longer than {} characters", "minLength": "is shorter than {} characters",
     "maximum": "must be at most {}", "minimum": "must be at least {}", "pattern": "does not match {}",
     "enum": "must be one of {}", "type": "must be of type {}", "maxItems": "has more than {} items",
+    "format": "must be a {}",
 }
 
 
+def _sub_message(sub, name: str | None) -> str:
+    """One jsonschema error as a sentence naming the field (never the validator's own repr of a value)."""
+    where = ".".join(str(p) for p in sub.path) or name or "value"
+    if sub.validator == "required":
+        missing = sub.message.split("'")
+        field = ".".join([str(p) for p in sub.path] + [missing[1]]) if len(missing) > 1 else where
+        return f"{field} is required"
+    if sub.validator == "additionalProperties":
+        extra = sub.message.split("'")
+        return f"unknown field '{extra[1]}'" if len(extra) > 1 else "unknown fields"
+    template = READABLE.get(sub.validator)
+    if template:
+        value = sub.validator_value
+        if sub.validator == "enum":
+            value = ", ".join(map(str, value))
+        return f"{where} {template.format(value)}"
+    return f"{where} is not valid"
+
+
 def _message_of(err) -> str:
-    cause = err.__cause__ or err
-    subs = getattr(cause, "schema_errors", None)
+    """A readable message for an openapi-core error: the field and what is wrong, no Python internals
+    (casting errors carry e.g. "invalid literal for int() with base 10")."""
+    from openapi_core.casting.schemas.exceptions import CastError
+    from openapi_core.deserializing.styles.exceptions import EmptyQueryParameterValue
+    from openapi_core.validation.request.exceptions import MissingParameterError
+
+    name = getattr(err, "name", None)
+    cause = err.__cause__
+    if isinstance(err, MissingParameterError):
+        return f"{name} is required"
+    if isinstance(cause, CastError):
+        kind = {"integer": "an integer", "number": "a number", "boolean": "true or false"}.get(cause.type, cause.type)
+        shown = str(cause.value)
+        return f"{name} must be {kind}, not {shown[:40]!r}"
+    if isinstance(cause, EmptyQueryParameterValue):
+        return f"{name} must not be empty"
+    subs = getattr(cause or err, "schema_errors", None)
     if subs:
-        parts = []
-        for sub in subs:
-            template = READABLE.get(sub.validator)
-            where = ".".join(str(p) for p in sub.path) or getattr(err, "name", None) or "value"
-            parts.append(f"{where} {template.format(sub.validator_value)}" if template else sub.message[:200])
-        return "; ".join(parts)[:300]
-    if err.__cause__ is not None and getattr(err.__cause__, "__cause__", None) is not None:
-        return f"{err}: {err.__cause__.__cause__}"[:300]
-    return str(err)[:300]
+        return "; ".join(_sub_message(sub, name) for sub in subs)[:300]
+    return f"{name} is not valid" if name else "the request does not match the API description"
 
 
 MAX_JSON_DEPTH = 32
@@ -150,6 +179,38 @@ def _session() -> str | None:
     return session
 
 
+def _spec_path(rule: str) -> str:
+    """Flask rule -> OpenAPI path: ``/api/v1/articles/<article_id>`` -> ``/api/v1/articles/{article_id}``."""
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+@cache
+def _query_params(rule: str, method: str) -> frozenset[str] | None:
+    """Query parameter names the OpenAPI document declares for an operation (None: not in the document)."""
+    item = spec_dict()["paths"].get(_spec_path(rule))
+    if not item or method.lower() not in item:
+        return None
+    params = item.get("parameters", []) + item[method.lower()].get("parameters", [])
+    params = [spec_dict()["components"]["parameters"][p["$ref"].rsplit("/", 1)[1]] if "$ref" in p else p
+              for p in params]
+    return frozenset(p["name"] for p in params if p.get("in") == "query")
+
+
+def _check_query_names() -> None:
+    """An unknown or repeated query parameter is a 400 naming it: a typo (``?langs=ta``) must not silently
+    widen a search, and ``?limit=1&limit=50`` has no single meaning."""
+    declared = _query_params(request.url_rule.rule, request.method) if request.url_rule else None
+    if declared is None:
+        return
+    for name in request.args:
+        shown = name[:60]
+        if name not in declared:
+            takes = f"one of: {', '.join(sorted(declared))}" if declared else "none"
+            raise APIError(400, "bad_request", f"unknown parameter '{shown}' (this endpoint takes {takes})", shown)
+        if len(request.args.getlist(name)) > 1:
+            raise APIError(400, "bad_request", f"parameter '{shown}' is given more than once", shown)
+
+
 def validate_request() -> None:
     """Check the request against the OpenAPI document; map failures to 400/415/422 with the field."""
     from openapi_core.contrib.flask import FlaskOpenAPIRequest
@@ -174,6 +235,7 @@ def validate_request() -> None:
         if body is None:
             raise APIError(400, "bad_request", "body is not valid JSON", "body")
         _check_json(body)
+    _check_query_names()
     for err in _openapi().iter_request_errors(FlaskOpenAPIRequest(request)):
         if isinstance(err, SecurityValidationError):
             continue
@@ -233,6 +295,29 @@ def _caller() -> dict:
     return {"channel": _channel(), "key_id": g.key_id, "session_id": _session()}
 
 
+# ---------------------------------------------------------------------------- filter values
+
+
+def _check_lang(searcher, lang: str | None) -> None:
+    """``lang`` must be a language the loaded knowledge base has articles in (a filter on any other
+    would only ever return nothing)."""
+    if lang is None:
+        return
+    langs = sorted({a["lang"] for a in searcher.articles})
+    if lang not in langs:
+        raise APIError(400, "bad_request",
+                       f"lang '{lang}' is not a language of this knowledge base (one of: {', '.join(langs)})", "lang")
+
+
+def _check_country(country: str | None) -> None:
+    """``country``: an ISO 3166-1 alpha-2 code, ``EU`` or ``*`` (articles for every country match any code)."""
+    from kb.articles import ISO3166
+
+    if country is not None and country != "*" and country not in ISO3166:
+        raise APIError(400, "bad_request", f"country '{country}' is not an ISO 3166-1 alpha-2 code (or EU, *)",
+                       "country")
+
+
 # ---------------------------------------------------------------------------- search
 
 
@@ -252,6 +337,8 @@ def search():
         raise APIError(400, "bad_request", f"limit must be at most {current_app.config['MAX_LIMIT']}", "limit")
     session = _session()
     searcher = _searcher()  # one reference for the whole request: a swap cannot mix bundles
+    _check_lang(searcher, args.get("lang"))
+    _check_country(args.get("country"))
     f = Filters(lang=args.get("lang"), topics=[args["topic"]] if args.get("topic") else None,
                 countries=[args["country"]] if args.get("country") else None, audience=_audience())
     t0 = time.perf_counter()
@@ -281,7 +368,10 @@ def assist_view():
         raise APIError(422, "unprocessable", "send text or at least one customer message", "text")
     if len(text) > MAX_CHARS:
         raise APIError(422, "unprocessable", f"ticket text is longer than {MAX_CHARS} characters", "text")
-    res = assist(_searcher(), text, lang=body.get("lang"), limit=int(body.get("limit", 5)))
+    lang = body.get("lang")
+    if lang is not None and lang not in ISO639_1:
+        raise APIError(422, "unprocessable", f"lang '{lang}' is not an ISO 639-1 language code", "lang")
+    res = assist(_searcher(), text, lang=lang, limit=int(body.get("limit", 5)))
     assist_id = _store().record_assist(text=text, entities=res["entities"],
                                        suggestions=[s["article_id"] for s in res["suggestions"]])
     return jsonify({"assist_id": assist_id, **res})
@@ -294,10 +384,19 @@ def assist_view():
 @limiter.limit(_rate)
 @validated
 def article(article_id: str):
-    view = article_view(_searcher(), article_id, request.args.get("lang"), _audience())
+    searcher = _searcher()
+    _check_lang(searcher, request.args.get("lang"))
+    view = article_view(searcher, article_id, request.args.get("lang"), _audience())
     if view is None:
         raise APIError(404, "not_found", f"no article '{article_id}'", "article_id")
     return jsonify(view)
+
+
+def _known_search(search_id: str | None) -> None:
+    """Clicks and feedback must cite a search this service answered (``search_id`` from GET /search)."""
+    if search_id is not None and not _store().has_search(search_id):
+        raise APIError(422, "unprocessable", "no search with this search_id: send the search_id that "
+                       "GET /api/v1/search returned", "search_id")
 
 
 def _visible_article(article_id: str) -> None:
@@ -315,6 +414,7 @@ def _visible_article(article_id: str) -> None:
 @validated
 def feedback():
     body = request.get_json()
+    _known_search(body["search_id"])
     _visible_article(body["article_id"])
     fid = _store().record_feedback(search_id=body["search_id"], article_id=body["article_id"],
                                    helpful=bool(body["helpful"]), comment=body.get("comment"), **_caller())
@@ -326,6 +426,7 @@ def feedback():
 @validated
 def click():
     body = request.get_json()
+    _known_search(body["search_id"])
     _visible_article(body["article_id"])
     cid = _store().record_click(search_id=body["search_id"], article_id=body["article_id"], rank=int(body["rank"]),
                                 **_caller())
@@ -337,6 +438,7 @@ def click():
 @validated
 def contact():
     body = request.get_json()
+    _known_search(body.get("search_id") or None)
     cid = _store().record_contact(search_id=body.get("search_id"), **_caller())
     return jsonify({"id": cid, "stored": True}), 201
 

@@ -74,6 +74,12 @@ def client(app):
     return app.test_client()
 
 
+@pytest.fixture(scope="module")
+def real_sid(app) -> str:
+    """A search id the service issued (events must cite one)."""
+    return app.test_client().get("/api/v1/search", query_string={"q": "customs duty"}).get_json()["search_id"]
+
+
 def _assert_error(resp, status: int, field: str | None = "<any>") -> dict:
     assert resp.status_code == status, (resp.status_code, resp.get_data(as_text=True)[:500])
     assert resp.mimetype == "application/json"
@@ -266,10 +272,47 @@ def test_readyz_503_before_index(tmp_path, nano_encoder):
     ({"q": "x" * 501}, "q"),
     ({"q": "parcel", "lang": "english"}, "lang"),
     ({"q": "parcel", "country": "india"}, "country"),
+    ({"q": "parcel", "lang": "xx"}, "lang"),  # well formed, but no article is in it: not an empty result
+    ({"q": "parcel", "lang": "fr"}, "lang"),
+    ({"q": "parcel", "topic": "cheese"}, "topic"),
+    ({"q": "parcel", "country": "ZZ"}, "country"),
+    ({"q": "parcel", "langs": "ta"}, "langs"),  # unknown parameter
+    ({"q": "parcel", "limit": ["1", "50"]}, "limit"),  # given twice
+    ({"q": "parcel", "limit": "1.5"}, "limit"),
+    ({"q": "parcel", "offset": ""}, "offset"),
 ])
 def test_search_400(client, params, field):
     err = _assert_error(client.get("/api/v1/search", query_string=params), 400, field)
     assert err["code"] == "bad_request"
+    assert field in err["message"]
+    for internal in ("invalid literal", "int()", "base 10", "Traceback", "Error:", "<", "schema of type"):
+        assert internal not in err["message"], err["message"]
+
+
+def test_filter_values_from_the_bundle(client, kb_service):
+    """Every language of the loaded KB, every topic of the vocabulary and any ISO country is accepted."""
+    from kb.articles import TOPICS
+
+    langs = sorted({a["lang"] for a in kb_service.searcher.articles})
+    assert set(langs) >= {"en", "ml", "bn", "ta", "am", "hi"}
+    for lang in langs:
+        assert _search(client, "parcel", lang=lang, limit=1).status_code == 200
+    for topic in TOPICS:
+        assert _search(client, "parcel", topic=topic, limit=1).status_code == 200, topic
+    for country in ("KE", "IN", "EU", "*"):  # Kenya has no guide, but articles for every country apply
+        body = _search(client, "parcel", country=country, limit=3).get_json()
+        assert body["results"], country
+    art = client.get("/api/v1/articles/hs-codes", query_string={"lang": "xx"})
+    _assert_error(art, 400, "lang")
+    _assert_error(client.get("/api/v1/articles/hs-codes", query_string={"format": "pdf"}), 400, "format")
+
+
+def test_spec_topic_enum_is_the_vocabulary():
+    from kb.articles import TOPICS
+    from search_api.api import spec_dict
+
+    params = spec_dict()["paths"]["/api/v1/search"]["get"]["parameters"]
+    assert next(p for p in params if p.get("name") == "topic")["schema"]["enum"] == list(TOPICS)
 
 
 def test_401_no_key_on_assist(client):
@@ -376,7 +419,8 @@ def test_400_session_header_too_long(client):
     ({"search_id": "s1", "article_id": "no-such-article", "helpful": True}, "article_id"),
     ({"search_id": "s1", "article_id": "refund-and-compensation-authority-limits", "helpful": True}, "article_id"),
 ])
-def test_422_feedback(client, body, field):
+def test_422_feedback(client, real_sid, body, field):
+    body = {k: real_sid if v == "s1" else v for k, v in body.items()}
     err = _assert_error(client.post("/api/v1/feedback", json=body), 422, field)
     assert err["code"] == "unprocessable"
 
@@ -386,8 +430,24 @@ def test_422_feedback(client, body, field):
     ({"search_id": "s1", "article_id": "hs-codes", "rank": "1"}, "rank"),
     ({"search_id": "s1", "article_id": "hs-codes"}, "rank"),
 ])
-def test_422_click(client, body, field):
+def test_422_click(client, real_sid, body, field):
+    body = {k: real_sid if v == "s1" else v for k, v in body.items()}
     _assert_error(client.post("/api/v1/events/click", json=body), 422, field)
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/api/v1/feedback", {"article_id": "hs-codes", "helpful": True}),
+    ("/api/v1/events/click", {"article_id": "hs-codes", "rank": 1}),
+    ("/api/v1/events/contact", {}),
+])
+def test_422_unknown_search_id(client, real_sid, path, body):
+    """Events must cite a search the service answered; nothing is stored for an unknown one."""
+    store = client.application.extensions["kb_analytics"]
+    assert store.has_search(real_sid) and not store.has_search("never-issued")
+    for sid in ("never-issued", real_sid + "x", "s" * 64):
+        err = _assert_error(client.post(path, json={**body, "search_id": sid}), 422, "search_id")
+        assert err["code"] == "unprocessable" and "search_id" in err["message"]
+    assert client.post(path, json={**body, "search_id": real_sid}).status_code == 201
 
 
 def test_422_assist(client, keys):
@@ -467,12 +527,15 @@ def _rand_value(rng: random.Random, depth: int = 0):
     return _rand_text(rng)
 
 
+FUZZ_SID = ["s1"]  # the fuzz test puts an issued search id here: events citing an unknown one are refused
+
+
 def _plausible_body(rng: random.Random, path: str) -> bytes:
     """The right shape for ``path``, hostile content: reaches the views and the analytics store."""
     def text(n: int | None = None) -> str:
         return _rand_text(rng, n, surrogates=rng.random() < 0.1)
 
-    sid = rng.choice(["s1", text(rng.randint(1, 64)), "x" * 64])
+    sid = rng.choice([FUZZ_SID[0], text(rng.randint(1, 64)), "x" * 64])
     aid = rng.choice(["hs-codes", "hs-codes", "hs-codes-ta", "returns-xyz"])
     if path.endswith("feedback"):
         obj = {"search_id": sid, "article_id": aid, "helpful": rng.random() < 0.5}
@@ -546,7 +609,8 @@ def _check_never_500(resp, what, statuses: Counter) -> None:
         assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "field"}, (what, body)
 
 
-def test_fuzz_never_500(app, keys):
+def test_fuzz_never_500(app, keys, real_sid):
+    FUZZ_SID[0] = real_sid
     rng = random.Random(20261125)
     client = app.test_client()
     key_choices = [{}, keys["agent"], keys["admin"], {"X-API-Key": _header_text(rng, 20)}, {"X-API-Key": "kb__"},
