@@ -227,8 +227,9 @@ def _parse(path: Path, display: str) -> tuple[Article | None, list[Problem], _Pa
             return 2
         return fm_text[: mark.index].count("\n") + 2
 
-    loader = _FrontMatterLoader(fm_text) if fm_text.strip() else None
+    loader = None
     try:
+        loader = _FrontMatterLoader(fm_text) if fm_text.strip() else None  # the reader checks characters here
         node = loader.get_single_node() if loader else None
         meta = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as e:
@@ -432,8 +433,9 @@ def check_out_of_scope(root: Path) -> tuple[dict[str, list[str]], list[Problem]]
     def line_of(mark: yaml.Mark | None) -> int:
         return text[: mark.index].count("\n") + 1 if mark is not None else 1
 
-    loader = _FrontMatterLoader(text)
+    loader = None
     try:
+        loader = _FrontMatterLoader(text)
         node = loader.get_single_node()
         value = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as e:
@@ -449,7 +451,8 @@ def check_out_of_scope(root: Path) -> tuple[dict[str, list[str]], list[Problem]]
         bad(1, f"bad YAML value: {e}")
         return {}, probs
     finally:
-        loader.dispose()
+        if loader:
+            loader.dispose()
     if node is None:
         return {}, probs
     examples = _lists_by_language(node, value, 1, line_of, bad, "out-of-scope")

@@ -11,6 +11,8 @@ SwiftParcel waybills of 12 digits (older labels: 10), and 1Z-style carrier numbe
 
 from __future__ import annotations
 
+import math
+
 import regex
 
 from .search import Filters, Searcher
@@ -104,15 +106,19 @@ def extract_entities(text: str) -> dict[str, list]:
         code = "GB" if m.group(1) == "UK" else m.group(1)
         if code not in countries:
             countries.append(code)
-    weights = [{"value": float(m.group(1).replace(",", ".")), "unit": m.group(2)} for m in WEIGHT.finditer(text)]
+    # a run of 400 digits parses as inf, which is no JSON number: such "numbers" are left out
+    weights = [{"value": v, "unit": m.group(2)} for m in WEIGHT.finditer(text)
+               if math.isfinite(v := float(m.group(1).replace(",", ".")))]
     amounts = []
     for m in AMOUNT.finditer(text):
         cur, num = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(3))
         code = CURRENCY.get(cur.upper(), CURRENCY.get(cur, cur.upper()))
         try:
-            amounts.append({"value": float(num.replace(",", "")), "currency": code})
+            value = float(num.replace(",", ""))
         except ValueError:
             continue
+        if math.isfinite(value):
+            amounts.append({"value": value, "currency": code})
     documents = [name for name, rx in DOCUMENT_RE if rx.search(text)]
     if "commercial invoice" in documents or "proforma invoice" in documents:
         documents = [d for d in documents if d != "invoice"]

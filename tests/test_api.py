@@ -450,6 +450,15 @@ def test_422_unknown_search_id(client, real_sid, path, body):
     assert client.post(path, json={**body, "search_id": real_sid}).status_code == 201
 
 
+def test_assist_huge_numbers_stay_valid_json(client, keys):
+    """400 digits parse as float inf, which Flask would write as `Infinity`: not JSON."""
+    text = "My parcel weighs " + "9" * 400 + " kg and I was charged USD " + "9" * 400 + ". Why?"
+    resp = client.post("/api/v1/assist", json={"text": text}, headers=keys["agent"])
+    assert resp.status_code == 200
+    body = json.loads(resp.get_data(as_text=True), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert body["entities"]["weights"] == [] and body["entities"]["amounts"] == []
+
+
 def test_422_assist(client, keys):
     agent = keys["agent"]
     _assert_error(client.post("/api/v1/assist", json={}, headers=agent), 422, "text")
