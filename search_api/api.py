@@ -50,16 +50,38 @@ def _openapi():
     return OpenAPI.from_dict(spec_dict())
 
 
+def _bad_key_limit():
+    """(limit, identifiers) of invalid-key attempts per client address: BAD_KEY_LIMIT, e.g. "20/minute"."""
+    from limits import parse
+
+    return parse(current_app.config["BAD_KEY_LIMIT"]), ("bad-key", current_app.name, str(id(current_app)),
+                                                       get_remote_address())
+
+
+def _too_many_bad_keys(item, ident) -> APIError:
+    stats = limiter.limiter.get_window_stats(item, *ident)
+    retry = max(1, int(stats.reset_time - time.time()) + 1)
+    return APIError(429, "rate_limited", f"too many invalid API keys from this address: limit is {item}; "
+                    f"retry in {retry} s", "X-API-Key", headers={"Retry-After": str(retry)})
+
+
 def caller_role() -> tuple[str, str | None]:
-    """Role from X-API-Key (or Authorization: Bearer). A key that is sent but invalid is a 401."""
+    """Role from X-API-Key (or Authorization: Bearer). A key that is sent but invalid is a 401; after
+    BAD_KEY_LIMIT of them from one address every key from it is a 429 until the window passes (a guess
+    that happens to be right is refused too, so keys cannot be brute-forced)."""
     key = request.headers.get("X-API-Key") or ""
     auth = request.headers.get("Authorization", "")
     if not key and auth.lower().startswith("bearer "):
         key = auth[7:].strip()
     if not key:
         return "public", None
+    item, ident = _bad_key_limit()
+    if not limiter.limiter.test(item, *ident):
+        raise _too_many_bad_keys(item, ident)
     found = current_app.extensions["kb_keys"].verify(key)
     if not found:
+        if not limiter.limiter.hit(item, *ident):
+            raise _too_many_bad_keys(item, ident)
         raise APIError(401, "unauthorized", "invalid or revoked API key", "X-API-Key")
     return found[1], found[0]
 

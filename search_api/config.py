@@ -16,6 +16,7 @@ DEFAULTS: dict = {
     "MAX_BODY_BYTES": 64 * 1024,
     "MAX_LIMIT": 50,
     "RATE_LIMIT": "300/minute",
+    "BAD_KEY_LIMIT": "20/minute",  # invalid API keys per client address, then 429 (per worker process)
     "CORS_ORIGINS": [],
     "FRAME_ANCESTORS": ["'self'"],
     "AGENT_EMBED_ORIGINS": [],

@@ -7,9 +7,11 @@ from werkzeug.exceptions import HTTPException
 
 
 class APIError(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.field = status, code, message, field
+        self.headers = headers or {}
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None):
@@ -26,7 +28,9 @@ CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_fo
 def install(app: Flask) -> None:
     @app.errorhandler(APIError)
     def _api_error(e: APIError):
-        return error_response(e.status, e.code, e.message, e.field)
+        resp = error_response(e.status, e.code, e.message, e.field)
+        resp.headers.update(e.headers)
+        return resp
 
     @app.errorhandler(HTTPException)
     def _http_error(e: HTTPException):

