@@ -422,9 +422,9 @@ class AnalyticsStore(ABC):
         """Run one read-only SELECT (``placeholder`` markers) and return its rows as dicts."""
 
     @abstractmethod
-    def _search_exists(self, search_id: str) -> bool:
-        """True if ``searches`` holds a row with this id (a primary-key lookup: endpoints call it on
-        every click and feedback)."""
+    def _row_exists(self, table: str, row_id: str) -> bool:
+        """True if ``table`` ("searches" or "assist") holds a row with this id (a primary-key lookup:
+        endpoints call it on every click and feedback)."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -595,9 +595,11 @@ class AnalyticsStore(ABC):
     def has_search(self, search_id: str) -> bool:
         """Whether ``search_id`` names a stored search, so an endpoint can refuse clicks and feedback that
         cite no search (they would skew CTR and helpfulness). Retention-purged searches are gone too."""
-        if not isinstance(search_id, str) or not search_id or len(search_id) > MAX_ID:
-            return False
-        return self._search_exists(search_id)
+        return isinstance(search_id, str) and 0 < len(search_id) <= MAX_ID and self._row_exists("searches", search_id)
+
+    def has_assist(self, assist_id: str) -> bool:
+        """Whether ``assist_id`` names a stored agent-assist call (agents rate its suggestions)."""
+        return isinstance(assist_id, str) and 0 < len(assist_id) <= MAX_ID and self._row_exists("assist", assist_id)
 
     def purge(self, older_than_days: int, now: dt.datetime | None = None) -> dict[str, int]:
         """Retention: delete events older than ``older_than_days`` days; returns {table: rows deleted}."""
@@ -1107,8 +1109,10 @@ class SQLiteStore(AnalyticsStore):
             self._insert_in(c, "searches", row)
             return row["id"]
 
-    def _search_exists(self, search_id: str) -> bool:
-        return self._conn().execute("SELECT 1 FROM searches WHERE id = ?", (search_id,)).fetchone() is not None
+    def _row_exists(self, table: str, row_id: str) -> bool:
+        if table not in ("searches", "assist"):
+            raise ValueError(f"unknown table {table!r}")
+        return self._conn().execute(f"SELECT 1 FROM {table} WHERE id = ?", (row_id,)).fetchone() is not None
 
     def _set_assist_used(self, assist_id: str, used_json: str) -> bool:
         with self._write() as c:

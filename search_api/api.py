@@ -414,11 +414,19 @@ def article(article_id: str):
     return jsonify(view)
 
 
-def _known_search(search_id: str | None) -> None:
-    """Clicks and feedback must cite a search this service answered (``search_id`` from GET /search)."""
-    if search_id is not None and not _store().has_search(search_id):
-        raise APIError(422, "unprocessable", "no search with this search_id: send the search_id that "
-                       "GET /api/v1/search returned", "search_id")
+DIRECT = "direct"  # feedback on an article page opened without a search (see pages.article)
+
+
+def _known_search(search_id: str | None, feedback: bool = False) -> None:
+    """Events must cite something this service issued: a search_id from GET /search; for feedback also
+    an assist_id from POST /assist (agents rate suggestions) or "direct" (no search led to the article)."""
+    if search_id is None or _store().has_search(search_id):
+        return
+    if feedback and (search_id == DIRECT or _store().has_assist(search_id)):
+        return
+    raise APIError(422, "unprocessable", "no search with this search_id: send the search_id that "
+                   "GET /api/v1/search returned" + (' (or an assist_id, or "direct")' if feedback else ""),
+                   "search_id")
 
 
 def _visible_article(article_id: str) -> None:
@@ -436,7 +444,7 @@ def _visible_article(article_id: str) -> None:
 @validated
 def feedback():
     body = request.get_json()
-    _known_search(body["search_id"])
+    _known_search(body["search_id"], feedback=True)
     _visible_article(body["article_id"])
     fid = _store().record_feedback(search_id=body["search_id"], article_id=body["article_id"],
                                    helpful=bool(body["helpful"]), comment=body.get("comment"), **_caller())

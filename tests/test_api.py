@@ -448,6 +448,18 @@ def test_422_unknown_search_id(client, real_sid, path, body):
         err = _assert_error(client.post(path, json={**body, "search_id": sid}), 422, "search_id")
         assert err["code"] == "unprocessable" and "search_id" in err["message"]
     assert client.post(path, json={**body, "search_id": real_sid}).status_code == 201
+    # feedback may also rate an assist's suggestion, or an article opened directly (no search led there)
+    direct = client.post(path, json={**body, "search_id": "direct"})
+    assert direct.status_code == (201 if path.endswith("feedback") else 422), direct.get_data(as_text=True)
+
+
+def test_feedback_on_assist_suggestions(client, keys):
+    assist = client.post("/api/v1/assist", json={"text": "lost parcel"}, headers=keys["agent"]).get_json()
+    ok = client.post("/api/v1/feedback", json={"search_id": assist["assist_id"], "article_id": "hs-codes",
+                                                "helpful": True}, headers=keys["agent"])
+    assert ok.status_code == 201
+    _assert_error(client.post("/api/v1/events/click", json={"search_id": assist["assist_id"], "article_id": "hs-codes",
+                                                            "rank": 1}), 422, "search_id")
 
 
 def test_assist_huge_numbers_stay_valid_json(client, keys):
