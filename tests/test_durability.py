@@ -54,8 +54,10 @@ def test_acknowledged_writes_survive_sigkill(tmp_path: Path):
             time.sleep(0.3)
         acked = []
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/api/v1/search?q=claims")  # feedback must cite a search the service issued
+        sid = json.loads(conn.getresponse().read())["search_id"]
         for n in range(60):
-            body = {"search_id": f"s-{n}", "article_id": f"durable-{n % 3}", "helpful": n % 2 == 0,
+            body = {"search_id": sid, "article_id": f"durable-{n % 3}", "helpful": n % 2 == 0,
                     "comment": f"write {n}"}
             conn.request("POST", "/api/v1/feedback", json.dumps(body), {"Content-Type": "application/json"})
             r = conn.getresponse()
