@@ -165,6 +165,13 @@ class PostgresStore(AnalyticsStore):
 
         return self._write(tx, "analytics write (searches)")
 
+    def _row_exists(self, table: str, row_id: str) -> bool:
+        """On the primary, not a replica: a click arrives right after its search, before a replica has it."""
+        if table not in ("searches", "assist"):
+            raise ValueError(f"unknown table {table!r}")
+        return self._write(lambda c: c.execute(f"SELECT 1 FROM {table} WHERE id = %s", (row_id,)).fetchone()
+                           is not None, "analytics lookup")
+
     def _set_assist_used(self, assist_id: str, used_json: str) -> bool:
         return self._write(lambda c: c.execute("UPDATE assist SET used = %s WHERE id = %s",
                                                (used_json, assist_id)).rowcount > 0, "analytics write (assist)")

@@ -505,8 +505,11 @@ def test_failover_loses_no_acknowledged_feedback_and_search_keeps_answering(tmp_
         acked: list[str] = []
         refused: list[tuple[int, dict]] = []
 
+        _status, first = server.get("/api/v1/search?q=perfume%20customs%20marker1")
+        sid = first["search_id"]  # feedback must cite a search the service issued
+
         def feedback(n: int) -> None:
-            status, body = server.post("/api/v1/feedback", {"search_id": f"s-{n}", "article_id": "pg-article-1",
+            status, body = server.post("/api/v1/feedback", {"search_id": sid, "article_id": "pg-article-1",
                                                             "helpful": n % 2 == 0, "comment": f"write {n}"})
             if status == 201:
                 acked.append(body["id"])
