@@ -68,12 +68,14 @@ def test_every_operation_is_covered(st_schema):
     assert ops == set(OPERATIONS) and len(ops) >= 10
 
 
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
+# negative cases only where an operation takes input: with no parameters and no body there is nothing to break
+CASES = [(m, p, mode) for m, p in OPERATIONS for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+         if mode == GenerationMode.POSITIVE or (m, p) in TAKES_INPUT]
+
+
 @pytest.mark.parametrize("role", ROLES)
-@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
+@pytest.mark.parametrize(("method", "path", "mode"), CASES, ids=[f"{m} {p} {mode}" for m, p, mode in CASES])
 def test_schemathesis(st_schema, role_headers, method, path, role, mode):
-    if mode == GenerationMode.NEGATIVE and (method, path) not in TAKES_INPUT:
-        pytest.skip("nothing to make invalid: no parameters, no body")
     operation = st_schema[path][method]
     headers = role_headers[role]
     label = f"{method} {path}"
