@@ -102,7 +102,7 @@ def set_bundle(docs: list[dict], encoder: Encoder, root: Path, cache_path: Path 
     if index is not None:
         from .pgindex import prepared_from
 
-        version, _manifest = index.publish(prepared_from(articles, passages, vectors, headings), encoder)
+        version, _manifest = index.publish(prepared_from(articles, passages, vectors, headings, query_style), encoder)
         bundle = index.open(version, model_checksum=encoder.checksum)
     else:
         workdir = root / "bundles" / "eval-set"

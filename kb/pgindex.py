@@ -347,6 +347,9 @@ class PgIndex:
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **(extra or {}),
         }
+        qs = prep.query_style
+        if qs is not None and qs.shape != prep.vectors.shape:
+            raise ValueError(f"{len(prep.passages)} passages but query-style vectors {qs.shape}")
         p_tokens = [tokenize(p.embed_text) for p in prep.passages]
         q_tokens = [tokenize(q["text"]) for q in prep.questions]
 
@@ -362,7 +365,8 @@ class PgIndex:
             conn.execute(f"CREATE SCHEMA {v}")
             conn.execute(f"CREATE TABLE {v}.articles (pos int PRIMARY KEY, doc jsonb NOT NULL)")
             conn.execute(f"CREATE TABLE {v}.passages (pos int PRIMARY KEY, doc jsonb NOT NULL, "
-                         f"embedding vector({dim}) NOT NULL, heading vector({dim}))")  # NULL: no title/heading
+                         f"embedding vector({dim}) NOT NULL, heading vector({dim}), "  # NULL: no title/heading
+                         f"query_style vector({dim}))")  # NULL: built without query-style vectors
             conn.execute(f"CREATE TABLE {v}.questions (pos int PRIMARY KEY, doc jsonb NOT NULL, "
                          f"embedding vector({dim}) NOT NULL)")
             conn.execute(f"CREATE TABLE {v}.postings (tbl smallint NOT NULL, term text COLLATE \"C\" NOT NULL, "
@@ -374,12 +378,14 @@ class PgIndex:
                 copy.set_types(["int4", "bytea"])
                 for i, a in enumerate(prep.articles):
                     copy.write_row((i, jsonb_bytes(dict(a.meta(), body=a.body))))
-            with cur.copy(f"COPY {v}.passages (pos, doc, embedding, heading) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["int4", "bytea", "bytea", "bytea"])
+            with cur.copy(f"COPY {v}.passages (pos, doc, embedding, heading, query_style) "
+                          "FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["int4", "bytea", "bytea", "bytea", "bytea"])
                 has_heading = np.linalg.norm(prep.headings, axis=1) > 0 if len(prep.headings) else []
                 for i, p in enumerate(prep.passages):
                     copy.write_row((i, jsonb_bytes(p.to_dict()), vector_bytes(prep.vectors[i]),
-                                    vector_bytes(prep.headings[i]) if has_heading[i] else None))
+                                    vector_bytes(prep.headings[i]) if has_heading[i] else None,
+                                    vector_bytes(qs[i]) if qs is not None else None))
             with cur.copy(f"COPY {v}.questions (pos, doc, embedding) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(["int4", "bytea", "bytea"])
                 for i, q in enumerate(prep.questions):
@@ -434,7 +440,7 @@ class PgIndex:
                     raise errors.UndefinedTable(f"version {version} is not (yet) on this server")
                 cur = conn.cursor(binary=True)
                 arts = [r[0] for r in cur.execute(f"SELECT doc FROM {version}.articles ORDER BY pos")]
-                prow = cur.execute(f"SELECT doc, vector_send(embedding), vector_send(heading) "
+                prow = cur.execute(f"SELECT doc, vector_send(embedding), vector_send(heading), vector_send(query_style) "
                                    f"FROM {version}.passages ORDER BY pos").fetchall()
                 qrow = cur.execute(f"SELECT doc, vector_send(embedding) FROM {version}.questions "
                                    "ORDER BY pos").fetchall()
@@ -456,9 +462,12 @@ class PgIndex:
         vectors = vectors_from_bytes([r[1] for r in prow], dim)
         headings = vectors_from_bytes([r[2] for r in prow], dim)
         qvecs = vectors_from_bytes([r[1] for r in qrow], dim)
+        # all rows have one or none (a version published without them, e.g. an evaluation set)
+        query_style = vectors_from_bytes([r[3] for r in prow], dim) if prow and prow[0][3] is not None else None
         store = PgVectorStore(self.cluster, version, vectors)
         return Bundle(version, Path("postgres") / self.name / version, manifest, [r[0] for r in prow], articles,
-                      store, PgLexicalIndex(self.cluster, version), headings, [r[0] for r in qrow], qvecs)
+                      store, PgLexicalIndex(self.cluster, version), headings, [r[0] for r in qrow], qvecs,
+                      query_style)
 
 
 def build(articles_dir: Path | None, index: PgIndex, encoder: Encoder, progress: bool = False,
@@ -482,7 +491,8 @@ def build(articles_dir: Path | None, index: PgIndex, encoder: Encoder, progress:
 
 
 def prepared_from(articles: list[Article], passages: list[Passage], vectors: np.ndarray,
-                  headings: np.ndarray) -> Prepared:
+                  headings: np.ndarray, query_style: np.ndarray | None = None) -> Prepared:
     """A Prepared without questions (evaluation sets and synthetic benchmark passages)."""
-    return Prepared(articles, passages, vectors, headings, [], np.zeros((0, vectors.shape[1]), np.float32), 0, 0)
+    return Prepared(articles, passages, vectors, headings, [], np.zeros((0, vectors.shape[1]), np.float32), 0, 0,
+                    query_style)
 
