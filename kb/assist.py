@@ -22,8 +22,22 @@ MAX_CHARS = 5000
 QUESTION_WORDS = regex.compile(
     r"(?i)\?|\b(how|what|why|when|where|can|could|should|do i|is it|need|help|please|stuck|held|lost|damaged|"
     r"delay|refund|return|charge|duty|customs|invoice|missing|not received|wrong|change|cancel)\b|"
+    r"(?<![\p{L}\p{M}])(?:"  # the start of a word: কি is a word, not the middle of ট্র্যাকিং
     r"എന്ത|എങ്ങനെ|എപ്പോൾ|എന്തുകൊണ്ട്|কি|কীভাবে|কেন|কবে|কোথায়|என்ன|எப்படி|ஏன்|எப்போது|ምን|እንዴት|ለምን|መቼ|"
-    r"क्या|कैसे|क्यों|कब|कहाँ|कृपया")
+    r"क्या|कैसे|क्यों|कब|कहाँ|कृपया)")
+# what went wrong, in the languages served (stems: Tamil, Malayalam... inflect them): a sentence naming the
+# problem carries the question as much as one asking it
+PROBLEM_WORDS = regex.compile(
+    r"(?i)\b(broken|broke|damaged?|crushed|dented|smashed|cracked|wet|soaked|leak\w*|ruined|torn|claim|"
+    r"compensation|late|delayed|stuck|held|lost|missing|seized|return\w*|refund)\b|"
+    r"உடை|சேத|நனை|நசுங்|கிழி|இழப்பீடு|நஷ்ட|தாமத|காணவில்லை|தொலை|சுங்க|"  # Tamil
+    r"टूट|क्षति|खराब|भीग|नुकसान|मुआवज|क्लेम|देरी|गुम|खो गया|कस्टम|"  # Hindi
+    r"പൊട്ടി|കേട|നനഞ്ഞ|ചതഞ്ഞ|നഷ്ട|ക്ലെയിം|വൈക|കാണാതാ|കസ്റ്റംസ|"  # Malayalam
+    r"ভাঙ|ভেঙে|ক্ষতি|ভেজা|ভিজে|নষ্ট|দুমড়|ক্লেইম|দেরি|হারিয়ে|কাস্টমস|"  # Bengali
+    r"ተሰብ|ተበላሽ|ጉዳት|ካሳ|ርሶ|ረጥብ|ዘገየ|ጠፍቷ|ጉምሩክ")  # Amharic
+REFERENCE_WORDS = 5  # a sentence of an identifier and at most this many words is only a reference
+COUNTRY_BONUS = 0.002  # RRF score added to articles for a country the ticket names
+CONTEXT_WORDS = 8  # a sentence shorter than this joins the group before it
 GREETING = regex.compile(r"(?i)^\s*(hi|hello|dear|thanks|thank you|regards|best|sincerely|sent from|"
                          r"നമസ്കാരം|নমস্কার|வணக்கம்|ሰላም|नमस्ते|धन्यवाद|ধন্যবাদ|நன்றி|നന്ദി|አመሰግናለሁ)\b")
 SENTENCE_SPLIT = regex.compile(r"(?<=[.!?।।።?])\s+|\n+")
@@ -82,24 +96,41 @@ def customer_text(text: str) -> str:
     return "\n".join(body for who, body in turns if who == "customer")
 
 
+def _is_reference(sentence: str) -> bool:
+    """A sentence that only quotes an identifier ("My tracking number is 123456789012."): the number is in
+    the entities already, and embedded with a few words it matches the tracking articles whatever the
+    ticket is about."""
+    rest = sentence
+    for _kind, rx in TRACKING:
+        rest = rx.sub(" ", rest)
+    return rest != sentence and len(rest.split()) <= REFERENCE_WORDS and not QUESTION_WORDS.search(rest)
+
+
 def question_groups(text: str, max_groups: int = 4) -> list[str]:
-    """Sentences that carry the question, in groups of up to two neighbours."""
+    """Sentences that carry the question, in groups of neighbours.
+
+    A group is searched on its own, so it must say what it is about: a short sentence ("What should I do
+    about this?", "இதற்கு என்ன செய்வது?") joins the group before it instead of opening one, and a sentence
+    that only quotes a tracking number is left out (unless nothing else is left)."""
     sentences = [s.strip() for s in SENTENCE_SPLIT.split(text) if len(s.strip()) > 2]
-    scored = []
+    scored, references = [], []
     for i, s in enumerate(sentences):
         if GREETING.match(s) and len(s.split()) < 6:
             continue
-        score = len(QUESTION_WORDS.findall(s)) + (1 if len(s.split()) > 4 else 0)
+        if _is_reference(s):
+            references.append((0, i, s))
+            continue
+        score = len(QUESTION_WORDS.findall(s)) + len(PROBLEM_WORDS.findall(s)) + (1 if len(s.split()) > 4 else 0)
         scored.append((score, i, s))
+    scored = scored or references
     if not scored:
         return [text[:1000]] if text.strip() else []
     best = sorted(scored, key=lambda x: (-x[0], x[1]))[: max_groups * 2]
     best.sort(key=lambda x: x[1])
     groups: list[str] = []
     for _score, _i, s in best:
-        if groups and len(groups[-1]) + len(s) < 400 and len(groups) >= max_groups:
-            groups[-1] += " " + s
-        elif groups and len(groups[-1].split()) < 12:
+        if groups and len(groups[-1]) + len(s) < 400 and (
+                len(groups) >= max_groups or len(groups[-1].split()) < 12 or len(s.split()) < CONTEXT_WORDS):
             groups[-1] += " " + s
         else:
             groups.append(s)
@@ -123,11 +154,12 @@ def assist(searcher: Searcher, text: str, lang: str | None = None, limit: int = 
             fused[key] = fused.get(key, 0.0) + 1.0 / (60 + rank + 1)
             if key not in cards or r["dense_score"] > cards[key]["dense_score"]:
                 cards[key] = r
-    if countries:  # a ticket naming a country: its country guide is a good extra suggestion
-        for key, card in cards.items():
-            if set(card["countries"]) & set(countries):
-                fused[key] += 0.002
-    ranked = sorted(fused, key=lambda k: -fused[k])[:limit]
+    # a ticket naming a country: its country guide is a good extra suggestion, never ahead of the answer to
+    # the question (the bonus is worth several ranks, so it must not decide the first place)
+    first = [max(fused, key=lambda k: fused[k])] if fused else []
+    boosted = {k: v + (COUNTRY_BONUS if countries and set(cards[k]["countries"]) & set(countries) else 0.0)
+               for k, v in fused.items()}
+    ranked = (first + sorted((k for k in boosted if k not in first), key=lambda k: -boosted[k]))[:limit]
     if audience == "internal" and groups and not any(cards[k]["audience"] == "internal" for k in ranked):
         # agents need the procedure as well as the customer-facing answer: keep one slot for the best
         # internal article. Internal procedures are written in English, so the search pivots through the
