@@ -3,7 +3,7 @@
 A ticket counts as answered at k when one of the first k suggestions (by translation group) is graded 2.
 Builds the bundled KB with the real model into a temporary folder (reusing the test embedding cache).
 
-    .venv/bin/python benchmarks/assist_tickets.py [--index DIR] [--verbose]
+    .venv/bin/python benchmarks/assist_tickets.py [--tickets FILE] [--index DIR] [--verbose]
 """
 
 from __future__ import annotations
@@ -43,10 +43,11 @@ def open_searcher(index: Path | None) -> Searcher:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--index", type=Path, help="an index built from the bundled articles (default: build one)")
+    ap.add_argument("--tickets", type=Path, default=TICKETS, help="labelled tickets (JSON lines)")
     ap.add_argument("--verbose", action="store_true", help="print each ticket's first three suggestions")
     args = ap.parse_args()
     searcher = open_searcher(args.index)
-    tickets = [json.loads(line) for line in TICKETS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    tickets = [json.loads(line) for line in args.tickets.read_text(encoding="utf-8").splitlines() if line.strip()]
     hits: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
     for t in tickets:
         groups = [s["group"] for s in assist(searcher, t["text"])["suggestions"]]

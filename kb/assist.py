@@ -137,6 +137,14 @@ def question_groups(text: str, max_groups: int = 4) -> list[str]:
     return groups[:max_groups]
 
 
+def _country_bonus(article_countries: list[str], named: list[str] | None) -> float:
+    """For a ticket naming countries: +COUNTRY_BONUS for an article written for one of them, -COUNTRY_BONUS
+    for one written only for others (a guide to Ethiopia does not answer a ticket about Dubai); else 0."""
+    if not named or "*" in article_countries or not article_countries:
+        return 0.0
+    return COUNTRY_BONUS if set(article_countries) & set(named) else -COUNTRY_BONUS
+
+
 def assist(searcher: Searcher, text: str, lang: str | None = None, limit: int = 5,
            audience: str = "internal") -> dict:
     """Entities + merged suggestions for a ticket (``text`` already capped at MAX_CHARS by the caller)."""
@@ -155,10 +163,10 @@ def assist(searcher: Searcher, text: str, lang: str | None = None, limit: int = 
             if key not in cards or r["dense_score"] > cards[key]["dense_score"]:
                 cards[key] = r
     # a ticket naming a country: its country guide is a good extra suggestion, never ahead of the answer to
-    # the question (the bonus is worth several ranks, so it must not decide the first place)
+    # the question (the bonus is worth several ranks, so it must not decide the first place); other
+    # countries' guides move down
     first = [max(fused, key=lambda k: fused[k])] if fused else []
-    boosted = {k: v + (COUNTRY_BONUS if countries and set(cards[k]["countries"]) & set(countries) else 0.0)
-               for k, v in fused.items()}
+    boosted = {k: v + _country_bonus(cards[k]["countries"], countries) for k, v in fused.items()}
     ranked = (first + sorted((k for k in boosted if k not in first), key=lambda k: -boosted[k]))[:limit]
     if audience == "internal" and groups and not any(cards[k]["audience"] == "internal" for k in ranked):
         # agents need the procedure as well as the customer-facing answer: keep one slot for the best
