@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from helpers import api_service, make_app
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kb.assist import TRACKING, assist, customer_text, question_groups, speaker_turns
 from kb.entities import extract_entities
@@ -120,6 +122,29 @@ PLAIN = [
 def test_plain_ticket_is_not_a_chat(ticket):
     assert speaker_turns(ticket) is None
     assert customer_text(ticket) == ticket
+
+
+LABELS = st.sampled_from(["Customer: ", "Agent: ", "Me: ", "[10:02] Customer: ", "Support - Priya: ", "Priya (09:12): ",
+                          "Customer (09:12): ", "வாடிக்கையாளர்: ", "", "Note: ", "10:02 "])
+LINES = st.lists(st.tuples(LABELS, st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=80)),
+                 max_size=8)
+
+
+@settings(max_examples=200, derandomize=True, database=None, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(LINES)
+def test_chat_parsing_any_text(lines):
+    """Labels, names and stamps mixed with any text: no error, the customer's text is part of the input and
+    never holds an agent turn's body."""
+    text = "\n".join(label + body for label, body in lines)
+    out = customer_text(text)
+    turns = speaker_turns(text)
+    if turns is None:
+        assert out == text
+    else:
+        assert len(out) <= len(text) and all(body for _who, body in turns)
+        assert out == "\n".join(body for who, body in turns if who == "customer")
+    question_groups(out)
 
 
 def test_question_groups_leave_out_agent_turns_and_labels():
