@@ -93,6 +93,7 @@ GLIDE_Y = {"Tamil": "ய", "Malayalam": "യ"}
 OBLIQUE_M = {"Tamil": ("ம்", "த்த")}  # -ம் nouns decline on -த்த-
 CHILLU = {"ൽ": "ല", "ൻ": "ന", "ർ": "ര", "ൾ": "ള", "ൺ": "ണ"}  # Malayalam final consonants without a virama
 OLD_CHILLU = regex.compile("([ലനരളണ])\u0d4d\u200d")  # the pre-Unicode-5.1 way of writing a chillu
+ATOMIC_CHILLU = {v: k for k, v in CHILLU.items()}
 
 
 def _script(name: str) -> str:
@@ -113,6 +114,8 @@ def _stems(name: str, script: str) -> list[str]:
     if m and name.endswith(m[0]):
         return [name[: -len(m[0])] + m[1]]
     if last == VIRAMA[script]:
+        return [name[:-1]]
+    if script == "Tamil" and last == "ு":  # a final short u drops before a vowel: இங்கிலாந்து -> இங்கிலாந்தில்
         return [name[:-1]]
     glide, u_vowels = GLIDE_V[script]
     return [name + (glide if last in u_vowels else GLIDE_Y[script])]
@@ -142,7 +145,7 @@ def country_pattern(names: list[str]) -> regex.Pattern:
 
 def normalize_text(text: str) -> str:
     """NFC, Malayalam chillus in their atomic form, joiners removed: one spelling per word to match."""
-    text = OLD_CHILLU.sub(lambda m: {v: k for k, v in CHILLU.items()}[m.group(1)], unicodedata.normalize("NFC", text))
+    text = OLD_CHILLU.sub(lambda m: ATOMIC_CHILLU[m.group(1)], unicodedata.normalize("NFC", text))
     return text.replace("\u200c", "").replace("\u200d", "")
 
 
