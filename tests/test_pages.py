@@ -1220,3 +1220,22 @@ def test_fonts_render_every_script(live, new_page):
     names = {"ml": "Malayalam", "ta": "Tamil", "bn": "Bengali", "am": "Ethiopic", "hi": "Devanagari"}
     for lang, fams in loaded.items():
         assert any(names[lang] in f for f in fams), (lang, fams)
+
+
+@pytest.mark.slow
+def test_agent_chat_log_searches_customer_turns_only(live, keys, new_page):
+    """A pasted chat log: the sidebar shows what it searched, the customer's words without labels or agent turns."""
+    page = new_page(360)
+    page.goto(live.url + "/agent")
+    _enter_key(page, keys["agent"])
+    chat = ("[10:02] Agent: வணக்கம், உங்கள் tracking எண்ணைச் சொல்லுங்கள்.\n"
+            "[10:03] Customer: இலங்கைக்கு அனுப்பிய என் பார்சல் உடைந்து நனைந்து வந்தது. இழப்பீடு கோர என்ன செய்ய வேண்டும்?")
+    page.locator("#ticket").fill(chat)
+    page.get_by_role("button", name="Suggest articles").click()
+    page.wait_for_selector("#suggestion-list > li")
+    assert page.locator("#searched-for").is_visible()
+    searched = page.locator("#question-groups li").all_inner_texts()
+    assert searched and any("உடைந்து" in q for q in searched), searched
+    assert not any("tracking" in q or "10:0" in q or "Customer" in q for q in searched), searched
+    assert "Sri Lanka (LK)" in page.locator("#entity-list").inner_text()
+    _no_horizontal_scroll(page)

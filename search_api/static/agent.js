@@ -22,6 +22,8 @@
   const entitiesBox = document.getElementById("entities");
   const entityList = document.getElementById("entity-list");
   const noEntities = document.getElementById("no-entities");
+  const searchedFor = document.getElementById("searched-for");
+  const questionGroups = document.getElementById("question-groups");
   const suggestionsBox = document.getElementById("suggestions");
   const suggestionList = document.getElementById("suggestion-list");
   const lowConfidence = document.getElementById("low-confidence");
@@ -73,8 +75,11 @@
     }
   }
 
-  function renderEntities(ent) {
+  function renderEntities(ent, questions) {
     entityList.replaceChildren();
+    // what was searched: the customer's sentences (a chat log's labels and agent turns left out)
+    questionGroups.replaceChildren(...questions.map((q) => KB.el("li", {}, q)));
+    searchedFor.hidden = !questions.length;
     const groups = [
       ["tracking_numbers", (ent.tracking_numbers || []).map((x) => ({ text: x.value, title: x.format, mono: true }))],
       ["hs_codes", (ent.hs_codes || []).map((x) => ({ text: x, mono: true }))],
@@ -288,7 +293,7 @@
       return;
     }
     const data = res.data;
-    renderEntities(data.entities || {});
+    renderEntities(data.entities || {}, data.question_groups || []);
     suggestionList.replaceChildren();
     const items = data.suggestions || [];
     items.forEach((s) => suggestionList.appendChild(renderSuggestion(s, data.assist_id)));
