@@ -7,14 +7,19 @@ The rule each test checks: search keeps answering from what is loaded, writes th
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from helpers import KBServer
+from helpers import KBServer, write_article
+
+from kb.index import FILES, Bundle, BundleError, build, current_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -219,3 +224,229 @@ def test_store_full_is_store_unavailable_and_keeps_rows(tmp_path):
     stored.append(store.record_feedback("an-article", False))
     store.close()
     assert set(stored) <= _ids(tmp_path / "kb.sqlite3", "feedback")
+
+
+# ---------------------------------------------------------------------------- corrupt bundles
+
+def _bundle_copy(built_index: Path, dest: Path) -> tuple[Path, Path]:
+    """(index dir, bundle dir): the current bundle of the session's index alone, with its CURRENT."""
+    name = current_name(built_index)
+    shutil.copytree(built_index / "bundles" / name, dest / "bundles" / name)
+    shutil.copy(built_index / "CURRENT", dest / "CURRENT")
+    return dest, dest / "bundles" / name
+
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    else:  # one flipped byte in the middle: same size, same mtime order
+        i = len(data) // 2
+        path.write_bytes(data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:])
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped", "empty"])
+@pytest.mark.parametrize("fname", FILES)
+def test_damaged_bundle_file_refused_naming_it(fname, how, built_index, tmp_path):
+    index, bundle = _bundle_copy(built_index, tmp_path / "index")
+    _damage(bundle / fname, how)
+    with pytest.raises(BundleError) as e:
+        Bundle.open(index)
+    assert str(bundle / fname) in str(e.value) and "checksum mismatch" in str(e.value) and "kb build" in str(e.value)
+
+
+@pytest.mark.parametrize("fname", FILES)
+def test_unreadable_file_with_matching_checksum_refused_naming_it(fname, built_index, tmp_path):
+    """A file whose manifest checksum was rewritten to match (a bad writer, a hand edit): parsing must fail
+    as a BundleError naming the file, not as whatever the parser raises."""
+    from kb.embedder import file_sha256
+
+    index, bundle = _bundle_copy(built_index, tmp_path / "index")
+    _damage(bundle / fname, "truncated")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"][fname] = file_sha256(bundle / fname)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError) as e:
+        Bundle.open(index)
+    assert str(bundle / fname) in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty"])
+def test_damaged_manifest_refused_naming_it(how, built_index, tmp_path):
+    index, bundle = _bundle_copy(built_index, tmp_path / "index")
+    _damage(bundle / "manifest.json", how)
+    with pytest.raises(BundleError, match="manifest.json: unreadable manifest"):
+        Bundle.open(index)
+
+
+@pytest.mark.slow
+def test_server_keeps_old_bundle_when_the_new_one_is_corrupt(built_index, st_encoder, tmp_path):
+    """A running `kb serve` asked to reload onto a bundle with a damaged file keeps serving the old one and
+    logs the file; `kb search` refuses it with the same one line; a server started on it says why in
+    /readyz; a good build after it is picked up by the next reload."""
+    index = _index_copy(built_index, tmp_path / "index")
+    articles = tmp_path / "articles"
+    shutil.copytree(ROOT / "articles", articles)
+    db = tmp_path / "kb.sqlite3"
+    admin, _agent = _keys(db)
+    old = current_name(index)
+    server = KBServer(index, db, tmp_path / "server.log", workers=1).start()
+    try:
+        write_article(articles, "fault-corrupt", "Corrupt bundle zqcorrupt", "Text zqcorrupt for the new bundle. " * 5,
+                      topic="delivery")
+        new = build(articles, index, st_encoder).bundle
+        damaged = index / "bundles" / new / "vectors.faiss"
+        _damage(damaged, "flipped")
+        answered = 0
+        for _ in range(3):  # reloads keep failing the same way; every search in between is answered
+            assert server.post("/api/v1/admin/reload", {}, key=admin)[0] == 202
+            for q in ("customs%20duty", "zqcorrupt", "lost%20parcel"):
+                status, out = server.get(f"/api/v1/search?q={q}")
+                assert status == 200, out
+                answered += 1
+            time.sleep(0.5)
+        deadline = time.time() + 30
+        while f"{damaged}: checksum mismatch" not in server.log():
+            assert time.time() < deadline, server.log()[-3000:]
+            time.sleep(0.2)
+        status, out = server.get("/readyz")
+        assert status == 200 and out["bundle"] == old, out
+        r = subprocess.run([sys.executable, "-m", "kb.cli", "search", "customs duty", "--index", str(index)],
+                           capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+                           timeout=120)
+        expected = f"kb: {damaged}: checksum mismatch (file changed or corrupt); rebuild with `kb build`"
+        assert r.returncode == 1 and r.stderr.strip() == expected, r.stderr
+        fresh = KBServer(index, tmp_path / "kb2.sqlite3", tmp_path / "fresh.log", workers=1).start(ready=False)
+        try:
+            status, out = fresh.get("/readyz")
+            assert status == 503 and f"{damaged}: checksum mismatch" in out["error"]["message"], out
+            assert fresh.get("/healthz")[0] == 200
+            status, out = fresh.get("/api/v1/search?q=customs")
+            assert status == 503 and out["error"]["code"] == "unavailable", out
+        finally:
+            fresh.kill()
+        good = build(articles, index, st_encoder).bundle
+        _served(server, admin, good)
+        status, out = server.get("/api/v1/search?q=zqcorrupt")
+        assert status == 200 and out["results"][0]["article_id"] == "fault-corrupt", out["results"][:2]
+    finally:
+        server.kill()
+    assert "Traceback" not in server.log()
+    print(f"corrupt reload: 3 reloads refused, {answered} searches answered 200 meanwhile")
+
+
+# ---------------------------------------------------------------------------- kb build killed
+
+# Run `kb build` (kb.cli.main, the real model) with one step of publishing held: the child prints a marker
+# and waits there to be SIGKILLed. Only the child process is patched; the product code is unchanged.
+HELD_BUILD = r"""
+import os, sys, time
+import kb.index as ix
+point = sys.argv[1]
+
+def hold():
+    print("HELD " + point, flush=True)
+    time.sleep(600)
+
+if point == "embedding":  # the first batch of new vectors is in the embedding cache, the rest not
+    put_many = ix.EmbeddingCache.put_many
+    def patched(self, model, items):
+        put_many(self, model, items)
+        hold()
+    ix.EmbeddingCache.put_many = patched
+elif point == "bundle-files":  # vectors, matrices, passages, articles written; lexical index, manifest not
+    ix.LexicalIndex.build = staticmethod(lambda *a, **k: hold())
+elif point in ("bundle-written", "bundle-renamed"):  # _fsync_dir: 1st on the temporary folder, 2nd on bundles/
+    fsync_dir, calls = ix._fsync_dir, []
+    def patched(path):
+        fsync_dir(path)
+        calls.append(path)
+        if len(calls) == (1 if point == "bundle-written" else 2):
+            hold()
+    ix._fsync_dir = patched
+elif point == "pointer-written":  # the new CURRENT is written and fsynced under a temporary name, not renamed
+    replace = os.replace
+    def patched(src, dst, *a, **k):
+        if str(dst).endswith("CURRENT"):
+            hold()
+        return replace(src, dst, *a, **k)
+    os.replace = patched
+elif point == "after-swap":  # CURRENT names the new bundle; old bundles not pruned yet
+    ix._prune = lambda *a, **k: hold()
+from kb.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+BEFORE_SWAP = ("embedding", "bundle-files", "bundle-written", "bundle-renamed", "pointer-written")
+
+
+@pytest.fixture(scope="module")
+def build_site(built_index, tmp_path_factory):
+    """One index and article tree (copies) and a `kb serve` on them for the kill tests."""
+    root = tmp_path_factory.mktemp("killed-builds")
+    index = _index_copy(built_index, root / "index")
+    articles = root / "articles"
+    shutil.copytree(ROOT / "articles", articles)
+    server = KBServer(index, root / "kb.sqlite3", root / "server.log", workers=1, threads=4).start()
+    admin, _agent = _keys(root / "kb.sqlite3")
+    yield index, articles, server, admin
+    server.kill()
+
+
+def _served(server: KBServer, admin: str, expect: str, timeout: float = 60) -> dict:
+    """Ask the server to reload, then wait until /readyz names ``expect`` (a reload that finds nothing
+    new returns at once)."""
+    assert server.post("/api/v1/admin/reload", {}, key=admin)[0] == 202
+    deadline = time.time() + timeout
+    while True:
+        status, out = server.get("/readyz")
+        assert status == 200, out
+        if out["bundle"] == expect:
+            return out
+        assert time.time() < deadline, f"serving {out['bundle']}, expected {expect}"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", [*BEFORE_SWAP, "after-swap"])
+def test_kb_build_sigkilled(point, build_site, st_encoder):
+    """SIGKILL `kb build` at one step: before the pointer swap the previous bundle stays current, loads and
+    is served; after it the new one is complete. Either way search answers throughout, and the next build
+    succeeds (reusing the vectors the killed one stored)."""
+    index, articles, server, admin = build_site
+    before = current_name(index)
+    tag = f"zq{point.replace('-', '')}"
+    write_article(articles, f"fault-{point}", f"Parcel lockers {tag}",
+                  f"A parcel locker keeps a parcel for {tag} three days before it goes back. " * 6,
+                  topic="delivery")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-c", HELD_BUILD, point, "build", "--articles", str(articles),
+                             "--index", str(index), "--quiet"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        line = proc.stdout.readline().strip()
+        assert line == f"HELD {point}", (line, proc.stderr.read() if proc.poll() is not None else "")
+        status, out = server.get(f"/api/v1/search?q={tag}")  # mid-build: still answering
+        assert status == 200 and out["results"], out
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait(timeout=30)
+    if point in BEFORE_SWAP:
+        assert current_name(index) == before
+        bundle = Bundle.open(index, model_checksum=st_encoder.checksum)
+        assert bundle.name == before and not any(tag in a["title"] for a in bundle.articles)
+        assert _served(server, admin, before)["bundle"] == before
+    else:
+        after = current_name(index)
+        assert after != before
+        assert any(tag in a["title"] for a in Bundle.open(index, model_checksum=st_encoder.checksum).articles)
+        _served(server, admin, after)
+    status, out = server.get(f"/api/v1/search?q={tag}")
+    assert status == 200 and out["results"], out
+    report = build(articles, index, st_encoder)
+    if point != "after-swap":
+        assert report.reused > 0 and report.computed < 3 * report.passages
+    _served(server, admin, report.bundle)
+    status, out = server.get(f"/api/v1/search?q={tag}")
+    assert status == 200 and f"fault-{point}" in [r["article_id"] for r in out["results"]], out["results"][:3]
