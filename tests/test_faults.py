@@ -183,6 +183,7 @@ def _analytics_disk_faults(disk: LoopDisk, built_index: Path, tmp_path: Path) ->
         filler.unlink()
         assert writes(5) == 0
         # 3. the kernel remounts the disk read-only under the running server
+        full_refused = sum(len(v) for v in refused.values())
         disk.fail()
         refused.clear()
         assert writes(5) == 15
@@ -199,6 +200,8 @@ def _analytics_disk_faults(disk: LoopDisk, built_index: Path, tmp_path: Path) ->
     disk.remount_checked()
     for table, ids in acked.items():
         assert ids <= _ids(db, table), f"{table}: acknowledged rows lost after fsck and remount"
+    print(f"analytics disk: {sum(map(len, acked.values()))} writes acknowledged, {full_refused} refused on the "
+          f"full disk, 15 refused read-only, 0 lost; searches all 200")
 
 
 def test_store_full_is_store_unavailable_and_keeps_rows(tmp_path):
