@@ -147,8 +147,10 @@ def run(args: argparse.Namespace, work: Path) -> int:
         final = sum(s[1][w] for s in tail) / len(tail)
         growth = (final - base[1][w]) / base[1][w]
         ok &= growth < LIMIT
+        half = next(s for s in samples if s[0] >= samples[-1][0] / 2)
         print(f"worker {pid}: {base[1][w]:.1f} MB at {base[0]:.0f} s -> {final:.1f} MB (mean of the last "
-              f"{len(tail)} samples): growth {growth * 100:+.2f}% (limit {LIMIT * 100:.0f}%)")
+              f"{len(tail)} samples): growth {growth * 100:+.2f}% (limit {LIMIT * 100:.0f}%); second half only "
+              f"({half[0]:.0f} s on): {(final - half[1][w]) / half[1][w] * 100:+.2f}%")
     for f in failures:
         print("  failure:", f)
     print("PASS" if ok else "FAIL")
