@@ -81,6 +81,27 @@ class AnalyticsError(RuntimeError):
     """The analytics database cannot be used (e.g. its schema is newer than this code)."""
 
 
+class StoreUnavailable(AnalyticsError):
+    """The SQLite file cannot be written or read now (disk full, file system read-only, locked past the busy
+    timeout, I/O error). The message names the problem without paths: the API answers 503 with it."""
+
+
+def _unavailable(e: sqlite3.Error, doing: str) -> StoreUnavailable:
+    """A sqlite3 error as the problem an operator can act on (SQLite's extended result code says which)."""
+    name = getattr(e, "sqlite_errorname", "") or ""
+    if name == "SQLITE_FULL":
+        why = "its disk is full"
+    elif name.startswith("SQLITE_READONLY"):
+        why = "it is read-only"
+    elif name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        why = "it stayed locked by another writer"
+    elif name.startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN")):
+        why = "of a disk I/O error (is its file system read-only or failing?)"
+    else:
+        why = str(e)
+    return StoreUnavailable(f"the analytics database cannot be {doing} because {why}")
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -384,8 +405,9 @@ class AnalyticsStore(ABC):
     clicks, feedback and contact clicks follow them. Every report returns JSON-ready dicts/lists; rates are
     floats in [0, 1] or None when undefined.
 
-    Writes raise ValueError on bad input (endpoints answer 400) and, for SQLite, sqlite3.OperationalError
-    if the file stayed locked past the busy timeout (answer 503). Their ``ts`` argument is for imports and
+    Writes raise ValueError on bad input (endpoints answer 400) and, for SQLite, StoreUnavailable when the
+    file cannot be written (disk full, read-only, locked past the busy timeout: answer 503; nothing already
+    committed is touched). Their ``ts`` argument is for imports and
     tests; leave it out and the event is stamped now (UTC).
     """
 
@@ -1027,14 +1049,22 @@ class SQLiteStore(AnalyticsStore):
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, committed (durably: synchronous=FULL) when the block exits."""
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")  # waits up to busy_timeout, then sqlite3.OperationalError
+        try:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")  # waits up to busy_timeout, then SQLITE_BUSY
+        except sqlite3.OperationalError as e:
+            raise _unavailable(e, "written") from e
         try:
             yield conn
             conn.execute("COMMIT")
-        except BaseException:
+        except BaseException as e:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:  # SQLite rolls back by itself when a write fails this way
+                    pass
+            if isinstance(e, sqlite3.OperationalError):
+                raise _unavailable(e, "written") from e
             raise
 
     def close(self) -> None:
@@ -1112,7 +1142,10 @@ class SQLiteStore(AnalyticsStore):
     def _row_exists(self, table: str, row_id: str) -> bool:
         if table not in ("searches", "assist"):
             raise ValueError(f"unknown table {table!r}")
-        return self._conn().execute(f"SELECT 1 FROM {table} WHERE id = ?", (row_id,)).fetchone() is not None
+        try:
+            return self._conn().execute(f"SELECT 1 FROM {table} WHERE id = ?", (row_id,)).fetchone() is not None
+        except sqlite3.OperationalError as e:
+            raise _unavailable(e, "read") from e
 
     def _set_assist_used(self, assist_id: str, used_json: str) -> bool:
         with self._write() as c:
@@ -1123,7 +1156,10 @@ class SQLiteStore(AnalyticsStore):
             return {t: c.execute(f"DELETE FROM {t} WHERE ts < ?", (cutoff_ts,)).rowcount for t in TABLES}
 
     def _query(self, sql: str, args: Sequence[Any]) -> list[dict]:
-        return [dict(r) for r in self._conn().execute(sql, list(args))]
+        try:
+            return [dict(r) for r in self._conn().execute(sql, list(args))]
+        except sqlite3.OperationalError as e:
+            raise _unavailable(e, "read") from e
 
 
 # --------------------------------------------------------------------------- output

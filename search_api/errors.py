@@ -52,6 +52,15 @@ def install(app: Flask) -> None:
         resp.headers["Retry-After"] = "5"
         return resp
 
+    from kb.analytics import StoreUnavailable
+
+    @app.errorhandler(StoreUnavailable)
+    def _store_unavailable(e: StoreUnavailable):  # disk full or read-only: say so; what is stored stays
+        app.logger.error("analytics store: %s (%s)", e, e.__cause__)
+        resp = error_response(503, "unavailable", f"{e}; try again later")
+        resp.headers["Retry-After"] = "30"
+        return resp
+
     @app.errorhandler(Exception)
     def _unexpected(e: Exception):
         app.logger.exception("unhandled error")

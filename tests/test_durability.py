@@ -2,70 +2,72 @@
 
 from __future__ import annotations
 
-import http.client
-import json
-import os
-import signal
-import socket
+import shutil
 import sqlite3
-import subprocess
-import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
-from helpers import write_article
+from helpers import KBServer
 
-from kb.embedder import HashEncoder
-from kb.index import build
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+ACKED = 200
+CLIENTS = 4
 
 
 @pytest.mark.slow
-def test_acknowledged_writes_survive_sigkill(tmp_path: Path):
-    for i in range(3):
-        write_article(tmp_path / "articles", f"durable-{i}", f"Durable article {i}", f"Claims and refunds text number {i}.",
-                      topic="claims")
-    build(tmp_path / "articles", tmp_path / "index", HashEncoder())
+def test_acknowledged_writes_survive_sigkill_of_the_process_group(built_index, tmp_path: Path):
+    """`kb serve` as production runs it (gunicorn master + 2 gthread workers x 4 threads, the real model and
+    index); 4 clients post feedback; once 200 are acknowledged the whole process group is SIGKILLed while
+    the clients are still sending. Every acknowledged id must be in the SQLite file, which must be intact."""
+    index = tmp_path / "index"
+    shutil.copytree(built_index, index)
     db = tmp_path / "kb.sqlite3"
-    port = _free_port()
-    env = dict(os.environ, KB_INDEX_DIR=str(tmp_path / "index"), KB_DB_PATH=str(db), KB_ENCODER="hash",
-               KB_RATE_LIMIT="100000/minute", KB_QUERY_CACHE="0")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", "4",
-         "--bind", f"127.0.0.1:{port}", "search_api.wsgi:app"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = KBServer(index, db, tmp_path / "server.log", workers=2, threads=4).start()
+    acked: list[str] = []
+    refused: list[tuple[int, object]] = []
+    lock = threading.Lock()
+    enough = threading.Event()
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                c.request("GET", "/readyz")
-                if c.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            assert time.time() < deadline, "server did not start"
-            time.sleep(0.3)
-        acked = []
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        conn.request("GET", "/api/v1/search?q=claims")  # feedback must cite a search the service issued
-        sid = json.loads(conn.getresponse().read())["search_id"]
-        for n in range(60):
-            body = {"search_id": sid, "article_id": f"durable-{n % 3}", "helpful": n % 2 == 0,
-                    "comment": f"write {n}"}
-            conn.request("POST", "/api/v1/feedback", json.dumps(body), {"Content-Type": "application/json"})
-            r = conn.getresponse()
-            payload = json.loads(r.read())
-            assert r.status == 201, payload
-            acked.append(payload["id"])
+        status, res = server.get("/api/v1/search?q=how%20do%20I%20claim%20for%20a%20damaged%20parcel")
+        assert status == 200 and res["results"], res
+        sid, article = res["search_id"], res["results"][0]["article_id"]
+
+        def client(k: int) -> None:
+            n = 0
+            while True:  # keeps sending after the 200th ack, so writes are in flight when the kill lands
+                body = {"search_id": sid, "article_id": article, "helpful": n % 2 == 0,
+                        "comment": f"client {k} write {n}"}
+                n += 1
+                try:
+                    status, out = server.request("POST", "/api/v1/feedback", body, timeout=10)
+                except OSError:  # the server is gone: only what was acknowledged counts
+                    return
+                with lock:
+                    if status == 201:
+                        acked.append(out["id"])
+                        if len(acked) >= ACKED:
+                            enough.set()
+                    else:
+                        refused.append((status, out))
+                        enough.set()
+                        return
+
+        threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(CLIENTS)]
+        for t in threads:
+            t.start()
+        assert enough.wait(120), f"only {len(acked)} writes acknowledged"
     finally:
-        os.killpg(server.pid, signal.SIGKILL)  # no shutdown hooks, no flush: what was acknowledged must be there
-        server.wait(timeout=10)
-    rows = {r[0] for r in sqlite3.connect(db).execute("SELECT id FROM feedback")}
-    assert set(acked) <= rows and len(acked) == 60
+        server.kill()  # master and workers at once: no shutdown hook, no flush
+    for t in threads:
+        t.join(timeout=30)
+    assert not refused, refused[:3]
+    assert len(acked) >= ACKED and len(set(acked)) == len(acked)
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = {r[0] for r in conn.execute("SELECT id FROM feedback")}
+    finally:
+        conn.close()
+    lost = set(acked) - rows
+    print(f"durability: {len(acked)} acknowledged, {len(rows)} rows in the file, {len(lost)} lost")
+    assert not lost, f"{len(lost)} of {len(acked)} acknowledged writes lost"
