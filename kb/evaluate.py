@@ -179,7 +179,7 @@ def run_eval(args: argparse.Namespace) -> int:
             bundle = pg_index(args).open(model_checksum=encoder.checksum)
         else:
             bundle = B.open(Path(args.index), model_checksum=encoder.checksum)
-        audience = "internal"
+        audience = getattr(args, "audience", None) or "internal"
         masks = None
         queries = _select(queries, args, qrels)
     searcher = Searcher(bundle, encoder)
@@ -214,13 +214,15 @@ def run_eval(args: argparse.Namespace) -> int:
                 ranked, flagged = [r["group"] for r in res["results"]], res["no_confident_answer"]
                 top = res["results"][0]["features"] if res["results"] else {}
             rows.append({"lang": q.get("lang", "und"), "metrics": score_query(ranked, rels) if rels else None,
-                         "flagged": flagged, "features": top if mode == "hybrid" else None})
+                         "flagged": flagged, "features": top if mode == "hybrid" else None, "ranked": ranked})
         report["modes"][mode] = aggregate(rows)
         if any("note" in q for q in queries):
             # labelled set: queries whose answer exists only in English (note "cross-lingual") vs the rest
             split = [dict(r, lang=f"{r['lang']}/{'cross' if 'cross-lingual' in q.get('note', '') else 'same'}")
                      for r, q in zip(rows, queries, strict=True) if r["metrics"] is not None]
             report["modes"][mode]["per_subset"] = aggregate(split)["per_lang"]
+        if mode == "hybrid" and getattr(args, "target", None):
+            report["target"] = target_rates(rows, queries, qrels, args.target, args.at)
         if mode == "hybrid" and args.calibrate:
             # the features of each query's first hybrid result, from the run just scored
             report["calibration"] = calibrate(searcher, [r["features"] for r in rows],
@@ -229,6 +231,27 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=1, ensure_ascii=False))
     return 0
+
+
+def target_rates(rows: list[dict], queries: list[dict], qrels: dict, target: str, k: int) -> dict:
+    """Share of the queries labelled with ``target`` that rank it in their top ``k``, per `lang` label, per
+    lang/romanized|native (note tag "romanized") and overall; the ids of the misses, to read, not to tune on.
+
+    A set written for one article (tests/data/tracking_queries.jsonl: where is my parcel) is judged on that
+    article being near the top, which MRR over all its labels does not say."""
+    by: dict[str, list[int]] = defaultdict(list)
+    misses = []
+    for r, q in zip(rows, queries, strict=True):
+        if target not in qrels.get(q["id"], {}):
+            continue
+        hit = int(target in r["ranked"][:k])
+        form = "romanized" if "romanized" in q.get("note", "") else "native"
+        for key in (q.get("lang", "und"), f"{q.get('lang', 'und')}/{form}", "OVERALL"):
+            by[key].append(hit)
+        if not hit:
+            misses.append(q["id"])
+    return {"target": target, "k": k, "misses": misses,
+            "rates": {key: {"n": len(v), "rate": round(sum(v) / len(v), 4)} for key, v in sorted(by.items())}}
 
 
 def _query_vectors(texts: list[str], encoder: Encoder) -> np.ndarray:
@@ -345,5 +368,11 @@ def _print(report: dict) -> None:
         print("lang".ljust(12) + "".join(m.rjust(11) for m in metrics + extra))
         for lang, row in [*res["per_lang"].items(), ("OVERALL", res["overall"]), *res.get("per_subset", {}).items()]:
             print(lang.ljust(12) + "".join(str(row.get(m, "")).rjust(11) for m in metrics + extra))
+    if "target" in report:
+        t = report["target"]
+        print(f"\n== {t['target']} in the top {t['k']} (hybrid)")
+        for key, v in t["rates"].items():
+            print(key.ljust(14) + f"{v['rate']:>8} of {v['n']}")
+        print("misses:", " ".join(t["misses"]) or "none")
     if "calibration" in report:
         print("\ncalibration:", json.dumps(report["calibration"]))
