@@ -199,7 +199,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if getattr(args, "question_lexical_weights", None):
         searcher.config.question_lexical_weights = {k: float(v) for k, v in (
             kv.split("=") for kv in args.question_lexical_weights.split(","))}
-    qvecs = _query_vectors([q["text"] for q in queries], encoder) if any(m != "lexical" for m in modes) else None
+    qvecs = _query_vectors([searcher.query_text(q["text"]) for q in queries], encoder) if any(m != "lexical" for m in modes) else None
     report: dict = {"set": str(args.set_dir or args.queries), "n_queries": len(queries), "modes": {}}
     for mode in modes:
         rows = []
@@ -234,24 +234,33 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def target_rates(rows: list[dict], queries: list[dict], qrels: dict, target: str, k: int) -> dict:
-    """Share of the queries labelled with ``target`` that rank it in their top ``k``, per `lang` label, per
-    lang/romanized|native (note tag "romanized") and overall; the ids of the misses, to read, not to tune on.
+    """How often ``target`` ranks in the top ``k`` of the queries labelled with it, per `lang` label, per
+    lang/romanized|native (note tag "romanized") and overall.
 
     A set written for one article (tests/data/tracking_queries.jsonl: where is my parcel) is judged on that
-    article being near the top, which MRR over all its labels does not say."""
-    by: dict[str, list[int]] = defaultdict(list)
-    misses = []
+    article being near the top, which MRR over all its labels does not say. ``rate``: over the queries that
+    label it at all; ``rate_grade2``: over those where it is a full answer (grade 2); ``answered``: share of
+    all queries with some grade-2 article in the top ``k``. ``misses``: query id -> the target's rank (0:
+    not in the results), to read, not to tune on."""
+    by: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    misses = {}
     for r, q in zip(rows, queries, strict=True):
-        if target not in qrels.get(q["id"], {}):
+        rels = qrels.get(q["id"], {})
+        if not rels:
             continue
-        hit = int(target in r["ranked"][:k])
+        top = r["ranked"][:k]
         form = "romanized" if "romanized" in q.get("note", "") else "native"
         for key in (q.get("lang", "und"), f"{q.get('lang', 'und')}/{form}", "OVERALL"):
-            by[key].append(hit)
-        if not hit:
-            misses.append(q["id"])
-    return {"target": target, "k": k, "misses": misses,
-            "rates": {key: {"n": len(v), "rate": round(sum(v) / len(v), 4)} for key, v in sorted(by.items())}}
+            by[key]["answered"].append(int(any(rels.get(g, 0) >= 2 for g in top)))
+            if target in rels:
+                by[key]["rate"].append(int(target in top))
+                if rels[target] >= 2:
+                    by[key]["rate_grade2"].append(int(target in top))
+        if target in rels and target not in top:
+            misses[q["id"]] = r["ranked"].index(target) + 1 if target in r["ranked"] else 0
+    rates = {key: {m: {"n": len(v), "rate": round(sum(v) / len(v), 4)} for m, v in d.items()}
+             for key, d in sorted(by.items())}
+    return {"target": target, "k": k, "misses": misses, "rates": rates}
 
 
 def _query_vectors(texts: list[str], encoder: Encoder) -> np.ndarray:
@@ -370,9 +379,13 @@ def _print(report: dict) -> None:
             print(lang.ljust(12) + "".join(str(row.get(m, "")).rjust(11) for m in metrics + extra))
     if "target" in report:
         t = report["target"]
-        print(f"\n== {t['target']} in the top {t['k']} (hybrid)")
+        cols = ("rate", "rate_grade2", "answered")
+        print(f"\n== {t['target']} in the top {t['k']} (hybrid): rate (labelled), rate_grade2 (labelled 2), "
+              f"answered (a grade-2 article in the top {t['k']})")
+        print("".ljust(14) + "".join(c.rjust(16) for c in cols))
         for key, v in t["rates"].items():
-            print(key.ljust(14) + f"{v['rate']:>8} of {v['n']}")
-        print("misses:", " ".join(t["misses"]) or "none")
+            print(key.ljust(14) + "".join(
+                (f"{v[c]['rate']:.4f} of {v[c]['n']}" if c in v else "").rjust(16) for c in cols))
+        print("misses (rank):", " ".join(f"{q}({r})" for q, r in t["misses"].items()) or "none")
     if "calibration" in report:
         print("\ncalibration:", json.dumps(report["calibration"]))

@@ -110,6 +110,15 @@ class SearchConfig:
     calibration: Calibration = field(default_factory=Calibration.load)
     snippet_words: int = 45
     sentence_snippets: int = 1  # cards per page whose cross-lingual snippet is the best-matching sentence
+    # A pasted tracking number means nothing to the model (its digits pull towards HS codes, EORI numbers and
+    # invoices). What the model reads instead, per kb.assist.TRACKING format: where the number stands alone
+    # (at most ``identifier_words`` other words), the question a customer pasting it asks; inside a longer
+    # question, the name of the thing, so the rest of the question still decides.
+    identifier_questions: dict[str, str] = field(default_factory=lambda: {
+        "swiftparcel": "track my parcel", "s10": "track my parcel", "ups": "another courier's tracking number"})
+    identifier_names: dict[str, str] = field(default_factory=lambda: {
+        "swiftparcel": "tracking number", "s10": "tracking number", "ups": "another courier's tracking number"})
+    identifier_words: int = 2
 
 
 @dataclass
@@ -135,6 +144,33 @@ def answer_language(guess: LangGuess, f: Filters) -> str | None:
     if f.lang:
         return f.lang
     return guess.lang if guess.certain and guess.lang != "und" else None
+
+
+DIGIT_GROUPS = regex.compile(r"(?<![\d\p{L}])\d{3,4}(?: \d{3,4}){2,3}(?![\d\p{L}])")
+CODE_TOKEN = regex.compile(r"(?<![\p{L}\d])(?=[A-Za-z]*\d)(?=\d*[A-Za-z])[A-Za-z\d]+(?![\p{L}\d])")
+
+
+def normalise_codes(text: str) -> str:
+    """Numbers as the recognisers expect them: a waybill typed in groups ("4821 0937 5516", as labels print
+    it) joined when the digits make 10 or 12, and letter-and-digit codes upper-cased ("cp203145923et")."""
+    def join(m: regex.Match) -> str:
+        digits = m.group(0).replace(" ", "")
+        return digits if len(digits) in (10, 12) else m.group(0)
+
+    return CODE_TOKEN.sub(lambda m: m.group(0).upper(), DIGIT_GROUPS.sub(join, text))
+
+
+def tracking_numbers(text: str) -> list[dict]:
+    """Tracking numbers in ``text`` (normalised first) as {"value", "format"}, by kb.assist's recognisers."""
+    from .assist import TRACKING  # kb.assist imports this module, so not at the top
+
+    text = normalise_codes(text)
+    found: list[dict] = []
+    for kind, rx in TRACKING:
+        for m in rx.finditer(text):
+            if not any(t["value"] == m.group(0) for t in found):
+                found.append({"value": m.group(0), "format": kind})
+    return found
 
 
 def _rank_groups(order: list[int], passage_group: np.ndarray) -> dict[int, int]:
@@ -219,6 +255,24 @@ class Searcher:
         """Query language, with the romanized words of this knowledge base's questions."""
         return detect(text, self.romanized_vocab)
 
+    def query_text(self, query: str) -> str:
+        """The text the model and BM25 read for ``query``: tracking numbers replaced (SearchConfig)."""
+        found = tracking_numbers(query)
+        if not found:
+            return query
+        query = normalise_codes(query)
+        rest = query
+        for t in found:
+            rest = rest.replace(t["value"], " ")
+        c = self.config
+        if len(rest.split()) <= c.identifier_words:
+            intents = dict.fromkeys(c.identifier_questions.get(t["format"], "") for t in found)
+            return " ".join([*intents, *rest.split()]).strip() or query
+        out = query
+        for t in found:
+            out = out.replace(t["value"], c.identifier_names.get(t["format"], t["value"]))
+        return out
+
     def _vectors(self, n: int) -> np.ndarray:
         if n == 0:
             return np.zeros((0, self.encoder.dim), dtype=np.float32)
@@ -249,9 +303,12 @@ class Searcher:
     def search(self, query: str, filters: Filters | None = None, limit: int = 10, offset: int = 0,
                mode: str = "hybrid", guess: LangGuess | None = None, qvec: np.ndarray | None = None,
                snippets: bool = True, features: bool = False) -> dict:
+        """Ranked cards for ``query``; ``qvec``, when given, is the model's vector of ``query_text(query)``."""
         t0 = time.perf_counter()
         f = filters or Filters()
         guess = guess or self.detect(query)
+        numbers = tracking_numbers(query)
+        text = self.query_text(query) if numbers else query  # what the model and BM25 read
         art_mask = self.eligible(f)
         p_mask = art_mask[self.p_article] if len(self.passages) else np.zeros(0, dtype=bool)
         if f.passage_mask is not None:
@@ -267,7 +324,7 @@ class Searcher:
         if p_mask.any():
             if mode in ("dense", "hybrid"):
                 if qvec is None:
-                    qvec = self.encoder.encode_query(query)
+                    qvec = self.encoder.encode_query(text)
                 dense_scores, _centred, zscores = self._dense(qvec)
                 qsims = self.q_vectors @ qvec  # once: the semantic score and the confidence both use it
                 group_sem = self._semantic(qsims, zscores, p_mask)
@@ -286,7 +343,7 @@ class Searcher:
                     # gate: lexical only where query and passage share a language
                     allowed &= self.p_lang == lex_lang
                 if allowed.any():
-                    hits = self.bundle.lexical.search(query, limit=self.config.candidates,
+                    hits = self.bundle.lexical.search(text, limit=self.config.candidates,
                                                       rowids=set(np.flatnonzero(allowed).tolist()))
                     lex_hits = {pi for pi, _s in hits}
                     lex_rank = _rank_groups([pi for pi, _s in hits], self.p_group)
@@ -299,7 +356,7 @@ class Searcher:
                 if mode == "hybrid":
                     allowed &= (self.q_lang == guess.lang) | (self.q_lang == lex_lang)
                 if allowed.any():
-                    hits = self.bundle.lexical.search(query, limit=self.config.candidates,
+                    hits = self.bundle.lexical.search(text, limit=self.config.candidates,
                                                       rowids=set(self.q_rowid[allowed].tolist()), table="questions")
                     qlex_rank = _rank_groups([self.q_pos[qi] for qi, _s in hits], self.q_group)
         c = self.config
@@ -334,6 +391,7 @@ class Searcher:
             "answer_lang": answer_language(guess, f),
             "script": guess.script,
             "romanized": guess.romanized,
+            "tracking_numbers": numbers,
             "mode": mode,
             "total": len(ranked),
             "offset": offset,
