@@ -22,6 +22,7 @@ import numpy as np
 import regex
 
 from .embedder import Encoder
+from .entities import TRACKING
 from .index import Bundle
 from .langs import LangGuess, detect, romanized_vocabulary
 from .lexical import matching_spans
@@ -123,7 +124,7 @@ class SearchConfig:
     snippet_words: int = 45
     sentence_snippets: int = 1  # cards per page whose cross-lingual snippet is the best-matching sentence
     # A pasted tracking number means nothing to the model (its digits pull towards HS codes, EORI numbers and
-    # invoices). What the model reads instead, per kb.assist.TRACKING format: where the number stands alone
+    # invoices). What the model reads instead, per kb.entities.TRACKING format: where the number stands alone
     # (at most ``identifier_words`` other words), the question a customer pasting it asks; inside a longer
     # question, the name of the thing, so the rest of the question still decides.
     identifier_questions: dict[str, str] = field(default_factory=lambda: {
@@ -173,9 +174,7 @@ def normalise_codes(text: str) -> str:
 
 
 def tracking_numbers(text: str) -> list[dict]:
-    """Tracking numbers in ``text`` (normalised first) as {"value", "format"}, by kb.assist's recognisers."""
-    from .assist import TRACKING  # kb.assist imports this module, so not at the top
-
+    """Tracking numbers in ``text`` (normalised first) as {"value", "format"}, by kb.entities' recognisers."""
     text = normalise_codes(text)
     found: list[dict] = []
     for kind, rx in TRACKING:

@@ -572,6 +572,12 @@ def test_fallback_label_and_more_results(live, new_page):
     fallback = page.locator("#results .fallback:not([hidden])")
     assert fallback.count() > 0
     assert fallback.first.inner_text() == "अंग्रेज़ी में दिखाया गया — हिन्दी संस्करण अभी उपलब्ध नहीं है"
+    # only cards above the relevance floor are listed: a broad query has more than a page of them
+    with page.expect_response(lambda r: "/api/v1/search" in r.url) as resp:
+        _search(page, "parcel", type_it=False)
+    total = resp.value.json()["total"]
+    assert total > 10
+    assert page.locator("#status").inner_text() == i18n.STRINGS["hi"]["results_other"].format(n=total)
     before = page.locator("#results > li").count()
     assert before == 10
     page.locator("#more").click()
