@@ -408,8 +408,8 @@ def calibrate(searcher: Searcher, cards: list[list[tuple[dict, int]]], answerabl
            "meets_bar": cv_rec >= 0.9 and cv_fpr <= 0.05, "fitted_answerable_bound": max_answerable_flagged,
            "n_answerable": int(y.sum()), "n_no_answer": int(len(y) - y.sum()), "n_cards": int(len(rel))}
     CALIBRATION_FILE.write_text(json.dumps(cal, indent=1) + "\n")
-    searcher.config.calibration = Calibration(cal["weights"], cal["bias"], v, cal["fallback"]["weights"],
-                                              cal["fallback"]["bias"], fv)
+    searcher.config.calibration = Calibration(cal["weights"], cal["bias"], cal["fallback"]["weights"],
+                                              cal["fallback"]["bias"], gap_weight=v, fallback_gap_weight=fv)
     return cal
 
 

@@ -55,10 +55,10 @@ class Calibration:
 
     weights: dict[str, float] = field(default_factory=lambda: {"z": 3.0})
     bias: float = -9.0
-    gap_weight: float = 0.0
     # used when a feature of ``weights`` is missing (a knowledge base without out-of-scope examples)
     fallback_weights: dict[str, float] = field(default_factory=lambda: {"z": 3.0})
     fallback_bias: float = -9.0
+    gap_weight: float = 0.0
     fallback_gap_weight: float = 0.0
 
     def confidence(self, features: dict[str, float]) -> float:
@@ -76,8 +76,8 @@ class Calibration:
                 return {str(k): float(v) for k, v in d.items() if k in CONFIDENCE_FEATURES}
 
             fb = data.get("fallback", {})
-            return cls(weights(data["weights"]), float(data["bias"]), float(data.get("gap_weight", 0.0)),
-                       weights(fb.get("weights", {"z": 3.0})), float(fb.get("bias", -9.0)),
+            return cls(weights(data["weights"]), float(data["bias"]), weights(fb.get("weights", {"z": 3.0})),
+                       float(fb.get("bias", -9.0)), float(data.get("gap_weight", 0.0)),
                        float(fb.get("gap_weight", 0.0)))
         except (OSError, ValueError, KeyError, AttributeError, TypeError):
             return cls()
