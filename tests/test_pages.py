@@ -940,8 +940,10 @@ def test_every_link_on_every_page_answers_2xx(live, keys, new_page):
 
     # dynamic links: search results and the no-answer box on the help center
     page.goto(base + "/")
-    _search(page, BENGALI_QUERY, type_it=False)
-    assert page.locator("#results a.result-link").count() == 10
+    with page.expect_response(lambda r: "/api/v1/search" in r.url) as resp:
+        _search(page, BENGALI_QUERY, type_it=False)
+    # the cards above the relevance floor, up to a page of them
+    assert page.locator("#results a.result-link").count() == min(resp.value.json()["total"], 10) >= 1
     note(page.evaluate(LINKS_JS), "/ (results)")
     _pin_confidence(page, True)
     _search(page, "how do I teleport a unicorn to the moon", type_it=False)
