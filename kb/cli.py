@@ -228,6 +228,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--question-weight", type=float,
                    help="override the RRF weight of editor-written questions (0 = ignore them)")
     p.add_argument("--lexical-weights", help="override per-language lexical weights, e.g. en=0.2,ta=0.1")
+    p.add_argument("--audience", choices=["public", "internal"],
+                   help="labelled set: articles searched (default internal: every article)")
+    p.add_argument("--target", metavar="ARTICLE",
+                   help="also report the share of queries labelled with this article that rank it in the top --at")
+    p.add_argument("--at", type=int, default=3, help="rank cut-off for --target (default 3)")
     p.add_argument("--labels", choices=["pooled", "authors"], default="pooled",
                    help="labelled set: the authors' labels plus pooled judgements (default), or the authors' only")
     p.add_argument("--question-lexical-weights",

@@ -67,10 +67,14 @@ def query_terms(text: str) -> list[str]:
             # numbers (weights, amounts, years) match across languages without meaning the same thing
             continue
         base = stem(tok)
-        # Ethiopic and Indic letters carry a syllable each: two of them already make a useful prefix
-        term = f'"{base}"*' if len(base) >= 3 or (len(base) == 2 and not base.isascii()) else f'"{tok}"'
-        if term not in terms:
-            terms.append(term)
+        if base.isascii() and len(base) == 3 and base.isalpha():
+            # a three-letter Latin word as a prefix matches too much ("cat" catalogue, "pet" petrol): the
+            # word and its plural only
+            forms = [f'"{tok}"', f'"{tok}s"', f'"{tok}es"']
+        else:
+            # Ethiopic and Indic letters carry a syllable each: two of them already make a useful prefix
+            forms = [f'"{base}"*' if len(base) >= 3 or (len(base) == 2 and not base.isascii()) else f'"{tok}"']
+        terms.extend(t for t in forms if t not in terms)
     return terms[:64]
 
 

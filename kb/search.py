@@ -22,6 +22,7 @@ import numpy as np
 import regex
 
 from .embedder import Encoder
+from .entities import TRACKING
 from .index import Bundle
 from .langs import LangGuess, detect, romanized_vocabulary
 from .lexical import matching_spans
@@ -32,16 +33,24 @@ CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 EXACT_LIMIT = 50_000  # passages; above this dense candidates come from the vector store's ANN index
 
 
-CONFIDENCE_FEATURES = ("z", "gz", "margin")
+CONFIDENCE_FEATURES = ("z", "gz", "margin", "m3", "qspread")  # weighed on the first card; "gap" per card
+OOS_FEATURES = ("margin", "m3")  # need out-of-scope examples
 
 
 @dataclass
 class Calibration:
-    """Logistic map from a card's features to a confidence in [0, 1]; below 0.5: no confident answer.
+    """Logistic map from a card's features to a confidence in [0, 1]. Below 0.5 a card is under the relevance
+    floor; a first card under it means no confident answer.
 
-    Features (Searcher._features): z, how far the card's best passage stands out among all passages;
+    Features (Searcher._card_confidence): z, how far the card's best passage stands out among all passages;
     gz, how far its group's semantic score stands out among the groups; margin, how much closer the query is
-    to the articles' questions than to the out-of-scope examples. Fitted by `kb eval --calibrate`.
+    to the articles' nearest question than to the nearest out-of-scope example, and m3 the same over the
+    three nearest of each (one lucky neighbour decides less); qspread, how far the nearest question stands
+    out from the fifth nearest (with margin and m3 it says whether the closeness comes from one question
+    or from several); gap, how far (in gz units) the card's group is below the first card's. `kb eval
+    --calibrate` fits ``weights`` on the first cards (gap is 0 there, so the first card alone decides
+    whether there is a confident answer), then ``gap_weight`` on every card of the answerable queries
+    (relevant or not), so the cards below the first say how likely each is an answer too.
     """
 
     weights: dict[str, float] = field(default_factory=lambda: {"z": 3.0})
@@ -49,11 +58,13 @@ class Calibration:
     # used when a feature of ``weights`` is missing (a knowledge base without out-of-scope examples)
     fallback_weights: dict[str, float] = field(default_factory=lambda: {"z": 3.0})
     fallback_bias: float = -9.0
+    gap_weight: float = 0.0
+    fallback_gap_weight: float = 0.0
 
     def confidence(self, features: dict[str, float]) -> float:
-        w, b = (self.weights, self.bias) if all(k in features for k in self.weights) else \
-            (self.fallback_weights, self.fallback_bias)
-        x = b + sum(v * features.get(k, 0.0) for k, v in w.items())
+        w, b, v = (self.weights, self.bias, self.gap_weight) if all(k in features for k in self.weights) else \
+            (self.fallback_weights, self.fallback_bias, self.fallback_gap_weight)
+        x = b + sum(c * features.get(k, 0.0) for k, c in w.items()) + v * features.get("gap", 0.0)
         return 1.0 / (1.0 + math.exp(-max(min(x, 50.0), -50.0)))
 
     @classmethod
@@ -66,7 +77,8 @@ class Calibration:
 
             fb = data.get("fallback", {})
             return cls(weights(data["weights"]), float(data["bias"]), weights(fb.get("weights", {"z": 3.0})),
-                       float(fb.get("bias", -9.0)))
+                       float(fb.get("bias", -9.0)), float(data.get("gap_weight", 0.0)),
+                       float(fb.get("gap_weight", 0.0)))
         except (OSError, ValueError, KeyError, AttributeError, TypeError):
             return cls()
 
@@ -106,10 +118,20 @@ class SearchConfig:
     # 0 -> 0.785 overall dense MRR@10, 1.0 -> 0.880 (score sum; as a separate RRF leg only 0.845)
     question_weight: float = 1.0
     max_results: int = 50
+    relevance_floor: float = 0.5  # a card's confidence from which it counts (and is shown) as an answer
     stale_days: int = 365
     calibration: Calibration = field(default_factory=Calibration.load)
     snippet_words: int = 45
     sentence_snippets: int = 1  # cards per page whose cross-lingual snippet is the best-matching sentence
+    # A pasted tracking number means nothing to the model (its digits pull towards HS codes, EORI numbers and
+    # invoices). What the model reads instead, per kb.entities.TRACKING format: where the number stands alone
+    # (at most ``identifier_words`` other words), the question a customer pasting it asks; inside a longer
+    # question, the name of the thing, so the rest of the question still decides.
+    identifier_questions: dict[str, str] = field(default_factory=lambda: {
+        "swiftparcel": "track my parcel", "s10": "track my parcel", "ups": "another courier's tracking number"})
+    identifier_names: dict[str, str] = field(default_factory=lambda: {
+        "swiftparcel": "tracking number", "s10": "tracking number", "ups": "another courier's tracking number"})
+    identifier_words: int = 2
 
 
 @dataclass
@@ -135,6 +157,31 @@ def answer_language(guess: LangGuess, f: Filters) -> str | None:
     if f.lang:
         return f.lang
     return guess.lang if guess.certain and guess.lang != "und" else None
+
+
+DIGIT_GROUPS = regex.compile(r"(?<![\d\p{L}])\d{3,4}(?: \d{3,4}){2,3}(?![\d\p{L}])")
+CODE_TOKEN = regex.compile(r"(?<![\p{L}\d])(?=[A-Za-z]*\d)(?=\d*[A-Za-z])[A-Za-z\d]+(?![\p{L}\d])")
+
+
+def normalise_codes(text: str) -> str:
+    """Numbers as the recognisers expect them: a waybill typed in groups ("4821 0937 5516", as labels print
+    it) joined when the digits make 10 or 12, and letter-and-digit codes upper-cased ("cp203145923et")."""
+    def join(m: regex.Match) -> str:
+        digits = m.group(0).replace(" ", "")
+        return digits if len(digits) in (10, 12) else m.group(0)
+
+    return CODE_TOKEN.sub(lambda m: m.group(0).upper(), DIGIT_GROUPS.sub(join, text))
+
+
+def tracking_numbers(text: str) -> list[dict]:
+    """Tracking numbers in ``text`` (normalised first) as {"value", "format"}, by kb.entities' recognisers."""
+    text = normalise_codes(text)
+    found: list[dict] = []
+    for kind, rx in TRACKING:
+        for m in rx.finditer(text):
+            if not any(t["value"] == m.group(0) for t in found):
+                found.append({"value": m.group(0), "format": kind})
+    return found
 
 
 def _rank_groups(order: list[int], passage_group: np.ndarray) -> dict[int, int]:
@@ -219,6 +266,24 @@ class Searcher:
         """Query language, with the romanized words of this knowledge base's questions."""
         return detect(text, self.romanized_vocab)
 
+    def query_text(self, query: str) -> str:
+        """The text the model and BM25 read for ``query``: tracking numbers replaced (SearchConfig)."""
+        found = tracking_numbers(query)
+        if not found:
+            return query
+        query = normalise_codes(query)
+        rest = query
+        for t in found:
+            rest = rest.replace(t["value"], " ")
+        c = self.config
+        if len(rest.split()) <= c.identifier_words:
+            intents = dict.fromkeys(c.identifier_questions.get(t["format"], "") for t in found)
+            return " ".join([*intents, *rest.split()]).strip() or query
+        out = query
+        for t in found:
+            out = out.replace(t["value"], c.identifier_names.get(t["format"], t["value"]))
+        return out
+
     def _vectors(self, n: int) -> np.ndarray:
         if n == 0:
             return np.zeros((0, self.encoder.dim), dtype=np.float32)
@@ -248,10 +313,18 @@ class Searcher:
 
     def search(self, query: str, filters: Filters | None = None, limit: int = 10, offset: int = 0,
                mode: str = "hybrid", guess: LangGuess | None = None, qvec: np.ndarray | None = None,
-               snippets: bool = True, features: bool = False) -> dict:
+               snippets: bool = True, features: bool = False, floor: bool = False) -> dict:
+        """Ranked cards for ``query``; ``qvec``, when given, is the model's vector of ``query_text(query)``.
+
+        ``total`` counts the cards above the relevance floor (confidence >= ``relevance_floor``), the ones a
+        page shows as answers; ``floor``: return only those (the API), else every ranked card (evaluation,
+        agent assist, which rank and merge them).
+        """
         t0 = time.perf_counter()
         f = filters or Filters()
         guess = guess or self.detect(query)
+        numbers = tracking_numbers(query)
+        text = self.query_text(query) if numbers else query  # what the model and BM25 read
         art_mask = self.eligible(f)
         p_mask = art_mask[self.p_article] if len(self.passages) else np.zeros(0, dtype=bool)
         if f.passage_mask is not None:
@@ -267,7 +340,7 @@ class Searcher:
         if p_mask.any():
             if mode in ("dense", "hybrid"):
                 if qvec is None:
-                    qvec = self.encoder.encode_query(query)
+                    qvec = self.encoder.encode_query(text)
                 dense_scores, _centred, zscores = self._dense(qvec)
                 qsims = self.q_vectors @ qvec  # once: the semantic score and the confidence both use it
                 group_sem = self._semantic(qsims, zscores, p_mask)
@@ -286,7 +359,7 @@ class Searcher:
                     # gate: lexical only where query and passage share a language
                     allowed &= self.p_lang == lex_lang
                 if allowed.any():
-                    hits = self.bundle.lexical.search(query, limit=self.config.candidates,
+                    hits = self.bundle.lexical.search(text, limit=self.config.candidates,
                                                       rowids=set(np.flatnonzero(allowed).tolist()))
                     lex_hits = {pi for pi, _s in hits}
                     lex_rank = _rank_groups([pi for pi, _s in hits], self.p_group)
@@ -299,7 +372,7 @@ class Searcher:
                 if mode == "hybrid":
                     allowed &= (self.q_lang == guess.lang) | (self.q_lang == lex_lang)
                 if allowed.any():
-                    hits = self.bundle.lexical.search(query, limit=self.config.candidates,
+                    hits = self.bundle.lexical.search(text, limit=self.config.candidates,
                                                       rowids=set(self.q_rowid[allowed].tolist()), table="questions")
                     qlex_rank = _rank_groups([self.q_pos[qi] for qi, _s in hits], self.q_group)
         c = self.config
@@ -312,30 +385,36 @@ class Searcher:
             fused[g] = fused.get(g, 0.0) + qlex_weight / (c.rrf_k + r + 1)
         ranked = sorted(fused, key=lambda g: (-fused[g], g))[: c.max_results]
         qfeat = self._query_features(qvec, qsims, group_sem) if mode != "lexical" and qvec is not None else None
+        if qfeat is not None and ranked and np.isfinite(group_sem[ranked[0]]):
+            qfeat["g_top"] = float(group_sem[ranked[0]])  # gap: below the first card (0 there)
+        scored: dict[int, tuple[float, dict]] = {}
+        for g in ranked:  # every ranked card's confidence: `total` counts those above the floor
+            picked = self._version(g, guess, art_mask)
+            if picked is not None:
+                scored[g] = self._card_confidence(g, *picked, p_mask, zscores, fused[g], mode, qfeat, group_sem)
+        relevant = [g for g in ranked if g in scored and scored[g][0] >= c.relevance_floor]
+        shown = relevant if floor else [g for g in ranked if g in scored]
         results = []
-        for pos, g in enumerate(ranked[offset : offset + limit]):
+        for pos, g in enumerate(shown[offset : offset + limit]):
             # cross-lingual snippets embed the passage's sentences once (cached); only for the first cards
             sentence_vec = qvec if snippets and pos < self.config.sentence_snippets else None
             r = self._card(g, guess, art_mask, p_mask, dense_scores, zscores, lex_hits, query, fused[g], f, mode,
-                           snippets, sentence_vec, qfeat, group_sem)
+                           snippets, sentence_vec, qfeat, group_sem, scored[g])
             if r:
                 if not features:
                     r.pop("features")
                 results.append(r)
-        if results and offset == 0:
-            top_conf = results[0]["confidence"]
-        else:  # a later page: the confidence of the best answer overall
-            first = self._card(ranked[0], guess, art_mask, p_mask, dense_scores, zscores, lex_hits, query,
-                               fused[ranked[0]], f, mode, False, None, qfeat, group_sem) if ranked else None
-            top_conf = first["confidence"] if first else 0.0
+        # the best answer overall (the first ranked card), whether or not it is on this page
+        top_conf = scored[ranked[0]][0] if ranked and ranked[0] in scored else 0.0
         return {
             "query": query,
             "detected_lang": guess.lang,
             "answer_lang": answer_language(guess, f),
             "script": guess.script,
             "romanized": guess.romanized,
+            "tracking_numbers": numbers,
             "mode": mode,
-            "total": len(ranked),
+            "total": len(relevant),
             "offset": offset,
             "limit": limit,
             "results": results,
@@ -396,15 +475,18 @@ class Searcher:
         """Per-query parts of the confidence features (see Calibration)."""
         live = group_sem[np.isfinite(group_sem)]
         mu, sd = (float(live.mean()), max(float(live.std()), 1e-6)) if len(live) > 1 else (0.0, 1.0)
-        out = {"g_mu": mu, "g_sd": sd}
-        if len(qsims) and len(self.oos_vectors):
-            out["margin"] = float(qsims.max() - (self.oos_vectors @ qvec).max())
+        out: dict = {"g_mu": mu, "g_sd": sd, "g_top": float(live.max()) if len(live) else 0.0}  # search() resets it
+        if len(qsims) >= 5:
+            near = np.sort(qsims)[::-1][:5]
+            out["qspread"] = float(near[0] - near[4])
+            if len(self.oos_vectors) >= 3:
+                oos = np.sort(self.oos_vectors @ qvec)[::-1][:3]
+                out["margin"] = float(near[0] - oos[0])
+                out["m3"] = float(near[:3].mean() - oos.mean())
         return out
 
-    def _card(self, g: int, guess: LangGuess, art_mask: np.ndarray, p_mask: np.ndarray, dense: np.ndarray,
-              zscores: np.ndarray, lex_hits: set[int], query: str, fused: float, f: Filters, mode: str,
-              snippets: bool = True, sentence_vec: np.ndarray | None = None, qfeat: dict | None = None,
-              group_sem: np.ndarray | None = None) -> dict | None:
+    def _version(self, g: int, guess: LangGuess, art_mask: np.ndarray) -> tuple[int, int | None] | None:
+        """(article shown for group ``g``: the query's language, else the source, else English; the source)."""
         versions = {lang: ai for lang, ai in self.group_versions[g].items() if art_mask[ai]}
         if not versions:
             return None
@@ -416,6 +498,33 @@ class Searcher:
             ai = source
         else:
             ai = versions.get("en", next(iter(versions.values())))
+        return ai, source
+
+    def _card_confidence(self, g: int, ai: int, source: int | None, p_mask: np.ndarray, zscores: np.ndarray,
+                         fused: float, mode: str, qfeat: dict | None,
+                         group_sem: np.ndarray | None) -> tuple[float, dict[str, float]]:
+        """(confidence, features) of group ``g`` shown as article ``ai`` (see Calibration)."""
+        # confidence from the version shown and its source only: a translation in a third language can
+        # stand out by chance, and the card does not show it
+        conf_sel = p_mask & np.isin(self.p_article, [ai] + ([source] if source is not None else []))
+        best_z = float(zscores[conf_sel].max()) if conf_sel.any() else 0.0
+        feats = {"z": best_z}
+        if qfeat is not None and group_sem is not None and np.isfinite(group_sem[g]):
+            feats["gz"] = (float(group_sem[g]) - qfeat["g_mu"]) / qfeat["g_sd"]
+            feats["gap"] = (float(group_sem[g]) - qfeat["g_top"]) / qfeat["g_sd"]
+            feats.update({k: qfeat[k] for k in ("margin", "m3", "qspread") if k in qfeat})
+        conf = self.config.calibration.confidence(feats) if mode != "lexical" else min(1.0, fused * 30)
+        return conf, feats
+
+    def _card(self, g: int, guess: LangGuess, art_mask: np.ndarray, p_mask: np.ndarray, dense: np.ndarray,
+              zscores: np.ndarray, lex_hits: set[int], query: str, fused: float, f: Filters, mode: str,
+              snippets: bool = True, sentence_vec: np.ndarray | None = None, qfeat: dict | None = None,
+              group_sem: np.ndarray | None = None, scored: tuple[float, dict] | None = None) -> dict | None:
+        picked = self._version(g, guess, art_mask)
+        if picked is None:
+            return None
+        ai, source = picked
+        group_id = self.group_ids[g]
         art = self.articles[ai]
         sel = np.flatnonzero((self.p_article == ai) & p_mask)
         if len(sel) == 0:
@@ -431,16 +540,8 @@ class Searcher:
         snippet, spans = self._snippet(passage, query, guess, sentence_vec) if snippets else (passage["text"][:300], [])
         today = f.today or dt.date.today()
         updated = dt.date.fromisoformat(art["updated"])
-        # confidence from the version shown and its source only: a translation in a third language can
-        # stand out by chance, and the card does not show it
-        conf_sel = p_mask & np.isin(self.p_article, [ai] + ([source] if source is not None else []))
-        best_z = float(zscores[conf_sel].max()) if conf_sel.any() else 0.0
-        feats = {"z": best_z}
-        if qfeat is not None and group_sem is not None and np.isfinite(group_sem[g]):
-            feats["gz"] = (float(group_sem[g]) - qfeat["g_mu"]) / qfeat["g_sd"]
-            if "margin" in qfeat:
-                feats["margin"] = qfeat["margin"]
-        conf = self.config.calibration.confidence(feats) if mode != "lexical" else min(1.0, fused * 30)
+        conf, feats = scored or self._card_confidence(g, ai, source, p_mask, zscores, fused, mode, qfeat, group_sem)
+        best_z = feats["z"]
         want = answer_language(guess, f)
         return {
             "article_id": art["id"],

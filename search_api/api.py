@@ -364,7 +364,7 @@ def search():
     f = Filters(lang=args.get("lang"), topics=[args["topic"]] if args.get("topic") else None,
                 countries=[args["country"]] if args.get("country") else None, audience=_audience())
     t0 = time.perf_counter()
-    res = searcher.search(q, f, limit=limit, offset=offset)
+    res = searcher.search(q, f, limit=limit, offset=offset, floor=True)  # only cards above the relevance floor
     latency = (time.perf_counter() - t0) * 1000
     try:
         search_id = _store().record_search(

@@ -826,7 +826,10 @@ def test_hot_swap_under_load(tmp_path):
     b = build(_tiny_tree(tmp_path / "b", "BETA"), index, HashEncoder()).bundle
     assert a != b
     set_current(index, a)
-    service = KBService(index, encoder=HashEncoder())
+    from kb.search import SearchConfig
+
+    # the hash encoder's confidences mean nothing: no relevance floor, so every response lists its bundle's cards
+    service = KBService(index, encoder=HashEncoder(), config=SearchConfig(relevance_floor=0.0))
     app = _make_app(index, tmp_path / "kb.sqlite3", service, ENCODER="hash")
     assert service.searcher.bundle.name == a
     admin = {"X-API-Key": app.extensions["kb_keys"].create("admin")}

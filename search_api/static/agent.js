@@ -346,7 +346,8 @@
     noResults.hidden = items.length > 0;
     resultsBox.hidden = false;
     resultsBox.dataset.q = q;
-    setStatus(KB.plural(items.length, "results_one", "results_other"));
+    // total: every card above the relevance floor, of which this page shows the first ten
+    setStatus(KB.plural(res.data.total ?? items.length, "results_one", "results_other"));
   }
 
   searchForm.addEventListener("submit", (ev) => {

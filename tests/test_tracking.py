@@ -1,0 +1,107 @@
+"""Tracking questions, pasted tracking numbers, result counts and honest confidence on the real KB and model.
+
+tests/data/tracking_queries.jsonl was written blind, before any tuning (tests/data/tracking_queries.md);
+the articles' questions were written without reading it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kb.evaluate import target_rates
+from kb.search import Filters
+
+pytestmark = pytest.mark.slow
+TRACKING = Path(__file__).parent / "data" / "tracking_queries.jsonl"
+
+
+@pytest.fixture(scope="module")
+def tracking_rates(searcher) -> dict:
+    queries = [json.loads(line) for line in TRACKING.read_text().splitlines() if line.strip()]
+    qrels = {q["id"]: q["relevant"] for q in queries}
+    rows = [{"ranked": [r["group"] for r in searcher.search(q["text"], Filters(), limit=10, snippets=False)["results"]]}
+            for q in queries]
+    return target_rates(rows, queries, qrels, "track-your-shipment", 3)["rates"]
+
+
+def test_tracking_questions_find_the_tracking_article_in_the_top_3(tracking_rates):
+    overall = tracking_rates["OVERALL"]
+    # before this work (same command, main at 9e80d0d): 0.728 / 0.804 / 0.660
+    assert overall["rate_grade2"]["n"] >= 80 and overall["rate_grade2"]["rate"] >= 0.90, overall
+    assert overall["answered"]["rate"] >= 0.90, overall  # a full answer (any grade-2 article) in the top 3
+    assert overall["rate"]["rate"] >= 0.80, overall  # labelled at all, even where another article answers better
+    for lang in ("en", "ml", "bn", "ta", "am", "hi"):
+        assert tracking_rates[lang]["answered"]["rate"] >= 0.75, (lang, tracking_rates[lang])
+
+
+@pytest.mark.parametrize("query, value, fmt", [
+    ("EE123456785IN", "EE123456785IN", "s10"),
+    ("482930175604", "482930175604", "swiftparcel"),
+    ("4821 0937 5516", "482109375516", "swiftparcel"),  # as labels print it
+    ("4829301756", "4829301756", "swiftparcel"),  # older 10-digit labels
+    ("rr045678931in", "RR045678931IN", "s10"),
+    ("track 731204856219", "731204856219", "swiftparcel"),
+])
+def test_a_pasted_tracking_number_gets_the_tracking_article_confidently(searcher, query, value, fmt):
+    res = searcher.search(query, Filters(), floor=True)
+    assert res["tracking_numbers"] == [{"value": value, "format": fmt}]
+    assert res["results"][0]["group"] == "track-your-shipment"
+    assert not res["no_confident_answer"] and res["results"][0]["confidence"] >= 0.5
+
+
+def test_another_carriers_number_is_recognised_as_such(searcher):
+    res = searcher.search("1Z999AA10123456784", Filters(), floor=True)
+    assert res["tracking_numbers"] == [{"value": "1Z999AA10123456784", "format": "ups"}]
+    top = [r["group"] for r in res["results"][:3]]
+    # the formats article says which numbers are not SwiftParcel's; the tracking article comes next
+    assert top[0] == "tracking-number-formats" and "track-your-shipment" in top
+    assert not res["no_confident_answer"]
+
+
+def test_a_number_inside_a_question_leaves_the_question_to_decide(searcher):
+    res = searcher.search("my parcel 482930175604 is held at customs, what do I pay?", Filters(), limit=3)
+    assert res["tracking_numbers"][0]["value"] == "482930175604"
+    groups = [r["group"] for r in res["results"]]
+    assert {"shipment-held-at-customs", "pay-duties-online", "duties-and-taxes-who-pays"} & set(groups), groups
+    assert searcher.search("how heavy can one box be", Filters())["tracking_numbers"] == []
+
+
+def test_total_counts_the_cards_above_the_relevance_floor(searcher):
+    floor = searcher.config.relevance_floor
+    every = searcher.search("how do I track my parcel", Filters(), limit=50, snippets=False)
+    above = [r for r in every["results"] if r["confidence"] >= floor]
+    assert 0 < every["total"] == len(above) < len(every["results"])
+    shown = searcher.search("how do I track my parcel", Filters(), limit=50, snippets=False, floor=True)
+    assert shown["total"] == len(shown["results"]) == len(above)
+    assert [r["group"] for r in shown["results"]] == [r["group"] for r in above]
+    page2 = searcher.search("how do I track my parcel", Filters(), limit=2, offset=2, floor=True)
+    assert page2["total"] == shown["total"] and [r["group"] for r in page2["results"]] == \
+        [r["group"] for r in above[2:4]]
+    none = searcher.search("what is the capital of australia", Filters(), floor=True)
+    assert none["no_confident_answer"] and none["total"] == 0 and none["results"] == []
+
+
+def test_confidence_is_per_card(searcher):
+    res = searcher.search("how do I send a parcel with a lithium battery", Filters(), limit=10, snippets=False)
+    conf = [r["confidence"] for r in res["results"]]
+    assert len(set(conf)) == len(conf) and max(conf) - min(conf) > 0.5, conf
+    assert conf[0] >= 0.5 > min(conf)
+
+
+def test_a_pet_is_not_answered_with_the_documents_article(searcher):
+    res = searcher.search("can I ship a cat", Filters(), floor=True)
+    groups = [r["group"] for r in res["results"]]
+    assert groups[:1] != ["documents-only-shipments"]
+    assert "prohibited-and-restricted-items" in groups[:3], groups
+    prohibited = next(r for r in res["results"] if r["group"] == "prohibited-and-restricted-items")
+    assert prohibited["confidence"] == max(r["confidence"] for r in res["results"])
+
+
+@pytest.mark.parametrize("query", ["weather in addis", "shipping to kenya"])
+def test_no_confident_answer_where_the_kb_has_none(searcher, query):
+    res = searcher.search(query, Filters(), floor=True)
+    assert res["no_confident_answer"], [(r["group"], r["confidence"]) for r in res["results"]]
+    assert "declared-value-and-insurance" not in [r["group"] for r in res["results"]]
