@@ -80,7 +80,8 @@ class Server:
 
     def __init__(self, index: Path, db: Path, workers: int, threads: int, **env: str):
         self.port = free_port()
-        env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), KB_RATE_LIMIT="100000000/minute", **env)
+        env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), KB_RATE_LIMIT="100000000/minute",
+                   KB_RELEVANCE_FLOOR="0", **env)  # the canary word ranks below the floor
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kb.cli", "serve", "--index", str(index), "--db", str(db), "--port", str(self.port),
              "--workers", str(workers), "--threads", str(threads)],

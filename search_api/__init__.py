@@ -47,7 +47,8 @@ def create_app(config: dict | None = None, service: KBService | None = None) -> 
     else:
         raise ValueError(f"unknown backend {cfg['BACKEND']!r}: files or postgres")
     if service is None:
-        service = KBService(Path(cfg["INDEX_DIR"]), config=SearchConfig(stale_days=cfg["STALE_DAYS"]),
+        service = KBService(Path(cfg["INDEX_DIR"]), config=SearchConfig(stale_days=cfg["STALE_DAYS"],
+                                                                       relevance_floor=float(cfg["RELEVANCE_FLOOR"])),
                             encoder_kind=cfg["ENCODER"], query_cache=cfg["QUERY_CACHE"], source=source)
     app.extensions["kb_service"] = service
     if cfg["LOAD_INDEX"] and not service.ready:

@@ -22,6 +22,9 @@ DEFAULTS: dict = {
     "AGENT_EMBED_ORIGINS": [],
     "WATCH_INTERVAL": 0,
     "STALE_DAYS": 365,
+    # confidence from which a card is an answer: the API lists only those and counts them in `total`
+    # (kb/calibration.json is fitted for 0.5; 0 lists every ranked card)
+    "RELEVANCE_FLOOR": 0.5,
     # chat_url: a live-chat service (https://… or a path on this site); empty = no chat link. /contact lists them all.
     "CONTACT": {"email": "support@swiftparcel.example", "phone": "+1 800 555 0100", "chat_url": ""},
     "LOAD_INDEX": True,
@@ -53,6 +56,8 @@ def load_config(path: str | Path | None = None, env: dict | None = None, **overr
             from kb.pg import parse_dsn_list
 
             cfg[key] = parse_dsn_list(value)
+        elif key == "RELEVANCE_FLOOR":
+            cfg[key] = float(value)
         elif key == "LOAD_INDEX":
             cfg[key] = value not in ("0", "false", "no")
         else:
