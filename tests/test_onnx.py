@@ -38,28 +38,30 @@ def onnx_int8(onnx_fp32):
 
 
 def mixed_texts() -> list[str]:
-    """~300 texts: labelled queries in six languages and passages of the bundled articles."""
+    """~100 labelled queries in six languages and openings of the bundled articles' passages (few enough
+    to keep this file near a minute on two shared cores)."""
     from kb.articles import load_articles
     from kb.passages import split_article
 
     rows = [json.loads(line) for line in (ROOT / "tests/data/queries.jsonl").read_text().splitlines() if line]
     passages = [p.embed_text for a in load_articles(ROOT / "articles") for p in split_article(a)]
-    return [r["text"] for r in rows[::2]] + passages[::20]
+    return [r["text"] for r in rows[::6]] + [t[:400] for t in passages[::60]]
 
 
 def test_onnx_gives_the_sentence_transformers_vectors(st_encoder, onnx_fp32, onnx_int8):
     texts = mixed_texts()
-    assert len(texts) >= 280 and len({t[:1] for t in texts}) > 20  # several scripts
-    for encode in ("encode_queries", "encode_passages"):
-        ref = getattr(st_encoder, encode)(texts)
-        fp32 = getattr(onnx_fp32, encode)(texts)
-        int8 = getattr(onnx_int8, encode)(texts)
-        assert fp32.dtype == np.float32 and fp32.shape == (len(texts), 384)
+    scripts = {"ml": ("\u0d00", "\u0d7f"), "ta": ("\u0b80", "\u0bff"), "am": ("\u1200", "\u137f")}
+    assert len(texts) >= 90 and all(any(lo <= c <= hi for t in texts for c in t) for lo, hi in scripts.values())
+    for encode, subset in (("encode_queries", texts), ("encode_passages", texts[::3])):
+        ref = getattr(st_encoder, encode)(subset)
+        fp32 = getattr(onnx_fp32, encode)(subset)
+        int8 = getattr(onnx_int8, encode)(subset)
+        assert fp32.dtype == np.float32 and fp32.shape == (len(subset), 384)
         np.testing.assert_allclose(np.linalg.norm(fp32, axis=1), 1.0, atol=1e-5)
         cos = (fp32 * ref).sum(axis=1)
-        assert cos.min() >= 0.999, texts[int(cos.argmin())]
+        assert cos.min() >= 0.999, subset[int(cos.argmin())]
         cos8 = (int8 * ref).sum(axis=1)
-        assert cos8.min() >= 0.99 and cos8.mean() >= 0.998, (cos8.min(), cos8.mean(), texts[int(cos8.argmin())])
+        assert cos8.min() >= 0.99 and cos8.mean() >= 0.998, (cos8.min(), cos8.mean(), subset[int(cos8.argmin())])
 
 
 def test_bundles_built_by_sentence_transformers_open_with_onnx(st_encoder, onnx_fp32, onnx_int8):
@@ -117,7 +119,7 @@ def test_export_is_cached_and_described(onnx_fp32):
     for variant, name in ONNX_FILES.items():
         assert info["files"][variant]["bytes"] == (folder / name).stat().st_size
     assert info["files"]["int8"]["bytes"] < info["files"]["fp32"]["bytes"] / 2.5
-    assert not list(folder.parent.glob(".onnx-*")), "no half-written export left behind"
+    assert not [p for p in folder.parent.glob(".onnx-*") if p.is_dir()], "no half-written export left behind"
 
 
 @pytest.fixture
