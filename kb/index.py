@@ -96,7 +96,7 @@ def embed_texts(texts: list[str], encoder: Encoder, cache: EmbeddingCache | None
     """
     marker = QUERY_PREFIX if as_query else ""  # passage keys predate the marker: keep them valid
     hashes = [hashlib.sha256((marker + t).encode()).hexdigest() for t in texts]
-    known = cache.get_many(encoder.checksum, list(set(hashes))) if cache else {}
+    known = cache.get_many(encoder.cache_key, list(set(hashes))) if cache else {}
     unique: list[int] = []
     pending: set[str] = set()
     for i, h in enumerate(hashes):
@@ -113,7 +113,7 @@ def embed_texts(texts: list[str], encoder: Encoder, cache: EmbeddingCache | None
             vecs = encode([texts[i] for i in idx])
             new = [(hashes[i], v) for i, v in zip(idx, vecs, strict=True)]
             if cache:  # stored per batch: an interrupted run keeps what it embedded
-                cache.put_many(encoder.checksum, new)
+                cache.put_many(encoder.cache_key, new)
             known.update(new)
             bar.update(len(idx))
         bar.close()

