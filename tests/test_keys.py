@@ -84,6 +84,7 @@ def _kb(*args: str) -> subprocess.CompletedProcess:
 def tiny_app(tmp_path):
     from kb.embedder import HashEncoder
     from kb.index import build
+    from kb.search import SearchConfig
     from kb.service import KBService
     from search_api import create_app
 
@@ -96,7 +97,8 @@ def tiny_app(tmp_path):
     build(arts, tmp_path / "index", HashEncoder())
     db = tmp_path / "var" / "kb.sqlite3"
     app = create_app({"INDEX_DIR": str(tmp_path / "index"), "DB_PATH": str(db), "ENCODER": "hash",
-                      "RATE_LIMIT": "10000/minute"}, service=KBService(tmp_path / "index", encoder=HashEncoder()))
+                      "RATE_LIMIT": "10000/minute"}, service=KBService(tmp_path / "index", encoder=HashEncoder(),
+                                                         config=SearchConfig(relevance_floor=0.0)))
     return app, db
 
 

@@ -276,10 +276,13 @@ def _stop_watchers():
 
 def _pg_app(primary: str, standby: str, tmp_path: Path, encoder, **extra):
     from kb.pgindex import PgIndex
+    from kb.search import SearchConfig
     from kb.service import KBService
     from search_api import create_app
 
-    service = KBService(tmp_path / "unused-index", encoder=encoder, source=PgIndex(Cluster(primary, [standby])))
+    # tiny hash-encoded KBs: every ranked card listed (the relevance floor is calibrated for the real model)
+    service = KBService(tmp_path / "unused-index", encoder=encoder, source=PgIndex(Cluster(primary, [standby])),
+                        config=SearchConfig(relevance_floor=0.0))
     _SERVICES.append(service)
     cfg = {"BACKEND": "postgres", "PG_DSN": primary, "PG_REPLICAS": [standby], "DB_PATH": str(tmp_path / "keys.db"),
            "RATE_LIMIT": "100000/minute"}
