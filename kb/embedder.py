@@ -344,7 +344,7 @@ def _pooled_module(model_dir: Path):
             return torch.nn.functional.normalize(v, p=2.0, dim=1)
 
     model = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager", local_files_only=True)
-    return Pooled(model.eval())
+    return Pooled(model).eval()  # the wrapper too: torch.onnx.export warns on a module in training mode
 
 
 _CHECK_TEXTS = [QUERY_PREFIX + "How do I find the HS code for my parcel?",
