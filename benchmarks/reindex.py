@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,20 +29,12 @@ import urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PORTS = range(9300, 9400)
+sys.path.insert(0, str(ROOT / "tests"))
+
+from helpers import free_port  # noqa: E402  (the test suite's port picker: 9300-9399)
+
 CANARY = "reindex-canary"
 CANARY_WORD = "zqcanary"
-
-
-def free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise SystemExit("no free port in 9300-9399")
 
 
 def kb(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
