@@ -165,13 +165,19 @@ def _shouted(text: str, m: regex.Match) -> bool:
     return bool(others) and sum(w.isupper() for w in others) > len(others) / 2
 
 
-def extract_entities(text: str) -> dict[str, list]:
-    """Entities an agent needs at a glance; works on the original (unredacted) text."""
-    tracking = []
+def find_tracking(text: str) -> list[dict]:
+    """Tracking numbers in ``text`` as {"value", "format"}, first occurrence each (assist and search)."""
+    found: list[dict] = []
     for kind, rx in TRACKING:
         for m in rx.finditer(text):
-            if not any(t["value"] == m.group(0) for t in tracking):
-                tracking.append({"value": m.group(0), "format": kind})
+            if not any(t["value"] == m.group(0) for t in found):
+                found.append({"value": m.group(0), "format": kind})
+    return found
+
+
+def extract_entities(text: str) -> dict[str, list]:
+    """Entities an agent needs at a glance; works on the original (unredacted) text."""
+    tracking = find_tracking(text)
     hs = sorted({regex.sub(r"\s", "", m.group(1)) for m in HS_CODE.finditer(text)})
     tracked = {t["value"] for t in tracking}
     hs = [h for h in hs if h not in tracked]

@@ -22,7 +22,7 @@ import numpy as np
 import regex
 
 from .embedder import Encoder
-from .entities import TRACKING
+from .entities import find_tracking
 from .index import Bundle
 from .langs import LangGuess, detect, romanized_vocabulary
 from .lexical import matching_spans
@@ -175,13 +175,7 @@ def normalise_codes(text: str) -> str:
 
 def tracking_numbers(text: str) -> list[dict]:
     """Tracking numbers in ``text`` (normalised first) as {"value", "format"}, by kb.entities' recognisers."""
-    text = normalise_codes(text)
-    found: list[dict] = []
-    for kind, rx in TRACKING:
-        for m in rx.finditer(text):
-            if not any(t["value"] == m.group(0) for t in found):
-                found.append({"value": m.group(0), "format": kind})
-    return found
+    return find_tracking(normalise_codes(text))
 
 
 def _rank_groups(order: list[int], passage_group: np.ndarray) -> dict[int, int]:
@@ -266,9 +260,11 @@ class Searcher:
         """Query language, with the romanized words of this knowledge base's questions."""
         return detect(text, self.romanized_vocab)
 
-    def query_text(self, query: str) -> str:
-        """The text the model and BM25 read for ``query``: tracking numbers replaced (SearchConfig)."""
-        found = tracking_numbers(query)
+    def query_text(self, query: str, found: list[dict] | None = None) -> str:
+        """The text the model and BM25 read for ``query``: tracking numbers replaced (SearchConfig).
+
+        ``found``: tracking_numbers(query) when the caller has it already."""
+        found = tracking_numbers(query) if found is None else found
         if not found:
             return query
         query = normalise_codes(query)
@@ -324,7 +320,7 @@ class Searcher:
         f = filters or Filters()
         guess = guess or self.detect(query)
         numbers = tracking_numbers(query)
-        text = self.query_text(query) if numbers else query  # what the model and BM25 read
+        text = self.query_text(query, numbers) if numbers else query  # what the model and BM25 read
         art_mask = self.eligible(f)
         p_mask = art_mask[self.p_article] if len(self.passages) else np.zeros(0, dtype=bool)
         if f.passage_mask is not None:
