@@ -60,8 +60,9 @@ def stem(token: str) -> str:
     return token[:end]
 
 
-def query_terms(text: str) -> list[str]:
-    terms: list[str] = []
+def query_words(text: str) -> list[list[str]]:
+    """The FTS5 forms of each query word worth matching (stop-words, one-letter words and numbers left out)."""
+    words: list[list[str]] = []
     for tok in tokenize(text):
         if tok in STOPWORDS or len(tok) < 2 or tok.isdigit():
             # numbers (weights, amounts, years) match across languages without meaning the same thing
@@ -74,6 +75,14 @@ def query_terms(text: str) -> list[str]:
         else:
             # Ethiopic and Indic letters carry a syllable each: two of them already make a useful prefix
             forms = [f'"{base}"*' if len(base) >= 3 or (len(base) == 2 and not base.isascii()) else f'"{tok}"']
+        if forms not in words:
+            words.append(forms)
+    return words
+
+
+def query_terms(text: str) -> list[str]:
+    terms: list[str] = []
+    for forms in query_words(text):
         terms.extend(t for t in forms if t not in terms)
     return terms[:64]
 

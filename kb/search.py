@@ -8,6 +8,7 @@ version in the query's language when one exists, else the original with ``lang_f
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import html
 import json
@@ -25,7 +26,7 @@ from .embedder import Encoder
 from .entities import find_tracking
 from .index import Bundle
 from .langs import LangGuess, detect, romanized_vocabulary
-from .lexical import matching_spans
+from .lexical import matching_spans, query_words, tokenize
 
 MODES = ("dense", "lexical", "hybrid")
 SENTENCE_RE = regex.compile(r"(?<=[.!?।።॥?])\s+|\n+")
@@ -102,6 +103,12 @@ class SearchConfig:
     question_lexical_weights: dict[str, float] = field(
         default_factory=lambda: {"en": 0.3, "am": 0.3, "ml": 0.1, "hi": 0.1})
     default_question_lexical_weight: float = 0.0
+    # Questions are short and BM25's IDF counts every language's questions, so one common word of the query's
+    # language looks rare ("can I ship a cat": "ship" is in 16% of the English questions, a twentieth of
+    # all): every question with it ranked first in that leg, above the article whose passages name the cat.
+    # A word in at least this share of the questions searched is common; where the query has a word that is
+    # not, a question counts as a hit only if it has one of those.
+    question_lexical_common: float = 0.1
     # "language": BM25 only over passages in the query's detected language. "script" (evaluation only):
     # every passage; tokens then only match within a script, plus Latin codes and names across scripts.
     lexical_gate: str = "language"
@@ -227,6 +234,12 @@ class Searcher:
         self.q_vectors = qv[self.q_rowid].astype(np.float32) if len(self.q_rowid) else np.zeros((0, encoder.dim), np.float32)
         self.q_group = np.array([gidx[rows[i]["group"]] for i in self.q_rowid], dtype=np.int64)
         self.q_lang = np.array([rows[i]["lang"] for i in self.q_rowid], dtype=object)
+        postings: dict[str, list[int]] = {}
+        for pos, i in enumerate(self.q_rowid):
+            for tok in set(tokenize(rows[i]["text"])):
+                postings.setdefault(tok, []).append(pos)
+        self.q_vocab = sorted(postings)  # questions' tokens, sorted for prefix look-ups
+        self.q_postings = [np.array(postings[t], dtype=np.int64) for t in self.q_vocab]
         # romanized forms the editors wrote (Manglish, Tanglish...) teach language detection their words
         self.romanized_vocab = romanized_vocabulary(
             [(q["lang"], q["text"]) for q in rows if q["group"] is not None],
@@ -370,6 +383,9 @@ class Searcher:
                 if allowed.any():
                     hits = self.bundle.lexical.search(text, limit=self.config.candidates,
                                                       rowids=set(self.q_rowid[allowed].tolist()), table="questions")
+                    telling = self._telling_questions(text, allowed)
+                    if telling is not None:
+                        hits = [(qi, sc) for qi, sc in hits if telling[self.q_pos[qi]]]
                     qlex_rank = _rank_groups([self.q_pos[qi] for qi, _s in hits], self.q_group)
         c = self.config
         fused: dict[int, float] = {}
@@ -419,6 +435,31 @@ class Searcher:
             "bundle": self.bundle.name,
             "took_ms": round((time.perf_counter() - t0) * 1000, 2),
         }
+
+    def _question_matches(self, form: str) -> np.ndarray:
+        """Positions of the questions an FTS5 form of kb.lexical.query_words matches (`"x"*`: a token
+        starting with x, `"x"`: the token x)."""
+        prefix = form.endswith("*")
+        word = form[1:-2] if prefix else form[1:-1]
+        lo = bisect.bisect_left(self.q_vocab, word)
+        hi = bisect.bisect_left(self.q_vocab, word + "\U0010ffff") if prefix else \
+            lo + int(lo < len(self.q_vocab) and self.q_vocab[lo] == word)
+        return np.concatenate(self.q_postings[lo:hi]) if hi > lo else np.zeros(0, dtype=np.int64)
+
+    def _telling_questions(self, text: str, allowed: np.ndarray) -> np.ndarray | None:
+        """Mask of the questions with a word of ``text`` that is not common among the ``allowed`` ones (see
+        SearchConfig.question_lexical_common); None where every word of the query is common."""
+        n = max(int(allowed.sum()), 1)
+        telling = np.zeros(len(allowed), dtype=bool)
+        rare = False
+        for forms in query_words(text):
+            has = np.zeros(len(allowed), dtype=bool)
+            for form in forms:
+                has[self._question_matches(form)] = True
+            if (has & allowed).sum() / n < self.config.question_lexical_common:
+                rare = True
+                telling |= has
+        return telling if rare else None
 
     def _dense(self, qvec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(score, centred score, z) per passage.
