@@ -23,7 +23,7 @@ from .embedder import Encoder, default_cache_dir, load_encoder
 from .index import Bundle, EmbeddingCache, embed_passages, embed_texts, write_bundle
 from .langs import detect
 from .passages import Passage
-from .search import CONFIDENCE_FEATURES, OOS_FEATURES, Filters, Searcher
+from .search import CONFIDENCE_FEATURES, OOS_FEATURES, Filters, Searcher, fit_domain_probe
 
 KS = (1, 5, 10)
 
@@ -231,9 +231,10 @@ def run_eval(args: argparse.Namespace) -> int:
         if mode == "hybrid" and getattr(args, "target", None):
             report["target"] = target_rates(rows, queries, qrels, args.target, args.at)
         if mode == "hybrid" and args.calibrate:
-            # the features of each query's first hybrid result, from the run just scored
+            # the features of every hybrid card, from the run just scored, and of the out-of-scope examples
+            extra = [] if args.set_dir else out_of_scope_cards(searcher, qencoder, audience)
             report["calibration"] = calibrate(searcher, [r["features"] or [] for r in rows],
-                                              [1 if qrels.get(q["id"]) else 0 for q in queries])
+                                              [1 if qrels.get(q["id"]) else 0 for q in queries], extra)
     _print(report)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=1, ensure_ascii=False))
@@ -268,6 +269,31 @@ def target_rates(rows: list[dict], queries: list[dict], qrels: dict, target: str
     rates = {key: {m: {"n": len(v), "rate": round(sum(v) / len(v), 4)} for m, v in d.items()}
              for key, d in sorted(by.items())}
     return {"target": target, "k": k, "misses": misses, "rates": rates}
+
+
+def out_of_scope_cards(searcher: Searcher, encoder: Encoder, audience: str) -> list[list[tuple[dict, int]]]:
+    """Each example of articles/out-of-scope.yaml searched as a query, compared with the other examples only
+    (leave one out; the domain model is refitted without a fifth of them and scores that fifth): more
+    no-answer queries for the confidence fit than the labelled set's 51, scored the way a new out-of-scope
+    query is, with no copy of itself among the examples. Cards as in run_eval, none relevant."""
+    rows = [q for q in searcher.bundle.questions if q["group"] is None]
+    if len(rows) < 4:
+        return []
+    vecs = _query_vectors([searcher.query_text(q["text"]) for q in rows], encoder)
+    every, domain = searcher.oos_vectors, searcher.domain
+    folds = np.arange(len(rows)) % 5
+    probes = [fit_domain_probe(searcher.q_vectors, every[folds != k]) for k in range(5)]
+    out = []
+    try:
+        for i, q in enumerate(rows):
+            searcher.oos_vectors = np.delete(every, i, axis=0)
+            searcher.domain = probes[folds[i]]
+            res = searcher.search(q["text"], Filters(audience=audience), limit=10, qvec=vecs[i], snippets=False,
+                                  features=True)
+            out.append([(r["features"], 0) for r in res["results"]])
+    finally:
+        searcher.oos_vectors, searcher.domain = every, domain
+    return out
 
 
 def _query_vectors(texts: list[str], encoder: Encoder) -> np.ndarray:
@@ -338,11 +364,13 @@ def _fit_cards(first_logit: np.ndarray, gap: np.ndarray, relevant: np.ndarray) -
 
 
 def calibrate(searcher: Searcher, cards: list[list[tuple[dict, int]]], answerable: list[int],
-              max_answerable_flagged: float = 0.04, features: tuple[str, ...] = CONFIDENCE_FEATURES) -> dict:
+              extra: list[list[tuple[dict, int]]] | None = None, max_answerable_flagged: float = 0.04,
+              features: tuple[str, ...] = CONFIDENCE_FEATURES) -> dict:
     """Fit the confidence model on the labelled set and write kb/calibration.json.
 
     ``cards``: per query, each result card's confidence features and whether it is labelled relevant;
-    ``answerable``: 1 or 0 per query.
+    ``answerable``: 1 or 0 per query. ``extra``: cards of more no-answer queries (out_of_scope_cards), fitted
+    on with the rest; the rates reported are the labelled set's, the examples' own beside them.
 
     First cards: target: flag >= 90% of no-answer queries with <= 5% of answerable ones flagged. The
     answerable bound is enforced, fitted at 4% to stay under 5% on queries the fit has not seen (hiding
@@ -354,8 +382,12 @@ def calibrate(searcher: Searcher, cards: list[list[tuple[dict, int]]], answerabl
     """
     from .search import CALIBRATION_FILE, Calibration
 
+    extra = extra or []
+    cards = list(cards) + list(extra)
+    answerable = list(answerable) + [0] * len(extra)
     keep = [i for i, c in enumerate(cards) if c]
     y = np.array(answerable)[keep]
+    example = np.array([i >= len(cards) - len(extra) for i in keep])  # an out-of-scope example, not labelled
     if len(y) == 0 or y.min() == y.max():
         return {"error": "need both answerable and no-answer queries"}
     Xc = np.array([[f.get(k, 0.0) for k in features] for i in keep for f, _r in cards[i]], dtype=float)
@@ -381,7 +413,7 @@ def calibrate(searcher: Searcher, cards: list[list[tuple[dict, int]]], answerabl
 
     def rates(w: np.ndarray, b: float, v: float, cols: list[int]) -> tuple[float, float]:
         flagged = logits(w, b, v, cols, first) < 0
-        return float(flagged[y == 0].mean()), float(flagged[y == 1].mean())
+        return float(flagged[(y == 0) & ~example].mean()), float(flagged[y == 1].mean())
 
     every = np.arange(len(y))
     cols = list(range(len(features)))
@@ -396,7 +428,9 @@ def calibrate(searcher: Searcher, cards: list[list[tuple[dict, int]]], answerabl
         wk, bk, vk = fit(cols, every[folds != k])
         te = every[folds == k]
         flagged[te] = logits(wk, bk, vk, cols, first[te]) < 0
-    cv_rec, cv_fpr = float(flagged[y == 0].mean()), float(flagged[y == 1].mean())
+    cv_rec, cv_fpr = float(flagged[(y == 0) & ~example].mean()), float(flagged[y == 1].mean())
+    cv_examples = float(flagged[example].mean()) if example.any() else None
+    examples_flagged = float((logits(w, b, v, cols, first) < 0)[example].mean()) if example.any() else None
     on = y[of] == 1
     above = Xc @ w + b + v * gap >= 0  # confidence >= 0.5
     shown = np.bincount(of[above], minlength=len(y))
@@ -410,9 +444,12 @@ def calibrate(searcher: Searcher, cards: list[list[tuple[dict, int]]], answerabl
            "relevant_cards_above_floor": round(float(above[on & (rel == 1)].mean()), 4),
            "cards_above_floor_relevant": round(float(rel[on & above].mean()), 4) if (on & above).any() else 0.0,
            "mean_total_answerable": round(float(shown[y == 1].mean()), 3),
-           "mean_total_no_answer": round(float(shown[y == 0].mean()), 3),
+           "mean_total_no_answer": round(float(shown[(y == 0) & ~example].mean()), 3),
+           "n_out_of_scope_examples": int(example.sum()),
+           "out_of_scope_examples_flagged": None if examples_flagged is None else round(examples_flagged, 4),
+           "cv_out_of_scope_examples_flagged": None if cv_examples is None else round(cv_examples, 4),
            "meets_bar": cv_rec >= 0.9 and cv_fpr <= 0.05, "fitted_answerable_bound": max_answerable_flagged,
-           "n_answerable": int(y.sum()), "n_no_answer": int(len(y) - y.sum()), "n_cards": int(len(rel))}
+           "n_answerable": int(y.sum()), "n_no_answer": int(((y == 0) & ~example).sum()), "n_cards": int(len(rel))}
     CALIBRATION_FILE.write_text(json.dumps(cal, indent=1) + "\n")
     searcher.config.calibration = Calibration(cal["weights"], cal["bias"], cal["fallback"]["weights"],
                                               cal["fallback"]["bias"], gap_weight=v, fallback_gap_weight=fv)

@@ -31,11 +31,12 @@ from .lexical import matching_spans, query_words, tokenize
 MODES = ("dense", "lexical", "hybrid")
 SENTENCE_RE = regex.compile(r"(?<=[.!?।።॥?])\s+|\n+")
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
+DOMAIN_C = 1.0  # inverse regularisation of fit_domain_probe
 EXACT_LIMIT = 50_000  # passages; above this dense candidates come from the vector store's ANN index
 
 
-CONFIDENCE_FEATURES = ("z", "gz", "margin", "m3", "qspread")  # weighed on the first card; "gap" per card
-OOS_FEATURES = ("margin", "m3")  # need out-of-scope examples
+CONFIDENCE_FEATURES = ("z", "gz", "margin", "m3", "qspread", "domain")  # weighed on the first card; "gap" per card
+OOS_FEATURES = ("margin", "m3", "domain")  # need out-of-scope examples
 
 
 @dataclass
@@ -48,7 +49,9 @@ class Calibration:
     to the articles' nearest question than to the nearest out-of-scope example, and m3 the same over the
     three nearest of each (one lucky neighbour decides less); qspread, how far the nearest question stands
     out from the fifth nearest (with margin and m3 it says whether the closeness comes from one question
-    or from several); gap, how far (in gz units) the card's group is below the first card's. `kb eval
+    or from several); domain, the logit of a linear model of the query vector fitted to tell the articles'
+    questions from the out-of-scope examples (fit_domain_probe: all of them weigh in, where margin and m3
+    hear only the nearest few); gap, how far (in gz units) the card's group is below the first card's. `kb eval
     --calibrate` fits ``weights`` on the first cards (gap is 0 there, so the first card alone decides
     whether there is a confident answer), then ``gap_weight`` on every card of the answerable queries
     (relevant or not), so the cards below the first say how likely each is an answer too.
@@ -247,6 +250,7 @@ class Searcher:
         oos = [i for i, q in enumerate(rows) if q["group"] is None]
         self.oos_vectors = qv[oos].astype(np.float32) if oos else np.zeros((0, encoder.dim), np.float32)
         self.q_lang_members = {lang: self.q_lang == lang for lang in sorted(set(self.q_lang.tolist()))}
+        self.domain = fit_domain_probe(self.q_vectors, self.oos_vectors)
         self.headings = bundle.headings if len(bundle.headings) == n else np.zeros_like(self.vectors)
         qs = bundle.query_style
         self.query_style = qs if qs is not None and len(qs) == n else None
@@ -520,6 +524,8 @@ class Searcher:
                 oos = np.sort(self.oos_vectors @ qvec)[::-1][:3]
                 out["margin"] = float(near[0] - oos[0])
                 out["m3"] = float(near[:3].mean() - oos.mean())
+        if self.domain is not None:
+            out["domain"] = float(qvec @ self.domain[0] + self.domain[1])
         return out
 
     def _version(self, g: int, guess: LangGuess, art_mask: np.ndarray) -> tuple[int, int | None] | None:
@@ -549,7 +555,7 @@ class Searcher:
         if qfeat is not None and group_sem is not None and np.isfinite(group_sem[g]):
             feats["gz"] = (float(group_sem[g]) - qfeat["g_mu"]) / qfeat["g_sd"]
             feats["gap"] = (float(group_sem[g]) - qfeat["g_top"]) / qfeat["g_sd"]
-            feats.update({k: qfeat[k] for k in ("margin", "m3", "qspread") if k in qfeat})
+            feats.update({k: qfeat[k] for k in ("margin", "m3", "qspread", "domain") if k in qfeat})
         conf = self.config.calibration.confidence(feats) if mode != "lexical" else min(1.0, fused * 30)
         return conf, feats
 
@@ -678,6 +684,20 @@ class Searcher:
         sentences, vecs = cached
         best = sentences[int(np.argmax(vecs @ qv))]
         return best if len(best) <= 400 else best[:400].rsplit(" ", 1)[0] + " …"
+
+
+def fit_domain_probe(questions: np.ndarray, examples: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """(weights, bias) of a logistic model on query vectors: the articles' questions (1) against the
+    out-of-scope examples (0), classes weighed equally; None with fewer than 10 examples. Fitted when a
+    bundle is loaded (a fraction of a second for a few thousand vectors), so it always matches the bundle."""
+    if len(examples) < 10 or len(questions) < 10:
+        return None
+    from sklearn.linear_model import LogisticRegression
+
+    X = np.vstack([questions, examples]).astype(np.float64)
+    y = np.r_[np.ones(len(questions)), np.zeros(len(examples))]
+    lr = LogisticRegression(C=DOMAIN_C, class_weight="balanced", max_iter=2000).fit(X, y)
+    return lr.coef_[0].astype(np.float32), float(lr.intercept_[0])
 
 
 def passage_scores(qvec: np.ndarray, vectors: np.ndarray, query_style: np.ndarray | None, headings: np.ndarray,
