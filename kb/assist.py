@@ -25,16 +25,22 @@ QUESTION_WORDS = regex.compile(
     r"(?<![\p{L}\p{M}])(?:"  # the start of a word: কি is a word, not the middle of ট্র্যাকিং
     r"എന്ത|എങ്ങനെ|എപ്പോൾ|എന്തുകൊണ്ട്|কি|কীভাবে|কেন|কবে|কোথায়|என்ன|எப்படி|ஏன்|எப்போது|ምን|እንዴት|ለምን|መቼ|"
     r"क्या|कैसे|क्यों|कब|कहाँ|कृपया)")
-# what went wrong, in the languages served (stems: Tamil, Malayalam... inflect them): a sentence naming the
-# problem carries the question as much as one asking it
+# What went wrong, in the languages served (stems: Tamil, Malayalam... inflect them), by kind of problem: a
+# sentence naming the problem carries the question as much as one asking it, and the kind is searched too (see
+# assist). Words that name no one kind (loss or damage: நஷ்ட, नुकसान, നഷ്ട; claim, refund, return) only score.
+PROBLEMS = {
+    "damage": (r"\b(?:broken|broke|damaged?|crushed|dented|smashed|cracked|wet|soaked|leak\w*|ruined|torn)\b|"
+               r"உடை|சேத|நனை|நசுங்|கிழி|टूट|क्षति|खराब|भीग|പൊട്ടി|കേട|നനഞ്ഞ|ചതഞ്ഞ|"
+               r"ভাঙ|ভেঙে|ক্ষতি|ভেজা|ভিজে|নষ্ট|দুমড়|ተሰብ|ተበላሽ|ጉዳት|ርሶ|ረጥብ",
+               "my parcel arrived damaged and the item inside is broken"),
+    "delay": (r"\b(?:late|delayed)\b|தாமத|देरी|വൈക|দেরি|ዘገየ", "my parcel is delayed, it is late"),
+    "lost": (r"\b(?:lost|missing)\b|காணவில்லை|தொலை|गुम|खो गया|കാണാതാ|হারিয়ে|ጠፍቷ", "my parcel is lost"),
+    "customs": (r"\b(?:seized|customs)\b|சுங்க|कस्टम|കസ്റ്റംസ|কাস্টমস|ጉምሩክ", "my parcel is held at customs"),
+}
+PROBLEM_KINDS = {kind: (regex.compile("(?i)" + rx), query) for kind, (rx, query) in PROBLEMS.items()}
 PROBLEM_WORDS = regex.compile(
-    r"(?i)\b(broken|broke|damaged?|crushed|dented|smashed|cracked|wet|soaked|leak\w*|ruined|torn|claim|"
-    r"compensation|late|delayed|stuck|held|lost|missing|seized|return\w*|refund)\b|"
-    r"உடை|சேத|நனை|நசுங்|கிழி|இழப்பீடு|நஷ்ட|தாமத|காணவில்லை|தொலை|சுங்க|"  # Tamil
-    r"टूट|क्षति|खराब|भीग|नुकसान|मुआवज|क्लेम|देरी|गुम|खो गया|कस्टम|"  # Hindi
-    r"പൊട്ടി|കേട|നനഞ്ഞ|ചതഞ്ഞ|നഷ്ട|ക്ലെയിം|വൈക|കാണാതാ|കസ്റ്റംസ|"  # Malayalam
-    r"ভাঙ|ভেঙে|ক্ষতি|ভেজা|ভিজে|নষ্ট|দুমড়|ক্লেইম|দেরি|হারিয়ে|কাস্টমস|"  # Bengali
-    r"ተሰብ|ተበላሽ|ጉዳት|ካሳ|ርሶ|ረጥብ|ዘገየ|ጠፍቷ|ጉምሩክ")  # Amharic
+    r"(?i)\b(claim|compensation|stuck|held|return\w*|refund)\b|இழப்பீடு|நஷ்ட|नुकसान|मुआवज|क्लेम|നഷ്ട|"
+    r"ക്ലെയിം|ক্লেইম|ካሳ|" + "|".join(rx for rx, _q in PROBLEMS.values()))
 REFERENCE_WORDS = 5  # a sentence of an identifier and at most this many words is only a reference
 COUNTRY_BONUS = 0.002  # RRF score added to articles for a country the ticket names
 CONTEXT_WORDS = 8  # a sentence shorter than this joins the group before it
@@ -155,8 +161,12 @@ def assist(searcher: Searcher, text: str, lang: str | None = None, limit: int = 
     fused: dict[str, float] = {}
     cards: dict[str, dict] = {}
     countries = [c for c in entities["countries"] if c != "EU"] or None
-    for g in groups:
-        res = searcher.search(g, Filters(audience=audience), limit=8, guess=guess)
+    # The kind of problem the ticket names, searched in English words as one more group: the model reads a
+    # colloquial description of it in Tamil or Amharic ("பெட்டி கிழிந்து இருந்தது, மிக்ஸி ஜார் உடைந்துவிட்டது")
+    # less surely than the words of the problem itself, and the articles for it exist in English.
+    kinds = [query for rx, query in PROBLEM_KINDS.values() if rx.search(text)] if groups else []
+    for g in groups + kinds:
+        res = searcher.search(g, Filters(audience=audience), limit=8, guess=guess if g in groups else None)
         for rank, r in enumerate(res["results"]):
             key = r["group"]
             fused[key] = fused.get(key, 0.0) + 1.0 / (60 + rank + 1)

@@ -174,12 +174,10 @@ def test_short_context_free_question_joins_its_sentence():
 
 # ---------------------------------------------------------------------------- suggestions, real model
 
-# ho-ta1 (held out): even its damage sentence alone ("பெட்டி கிழிந்து இருந்தது, மிக்ஸி ஜார் உடைந்துவிட்டது.") ranks
-# failed-delivery first in search itself (multilingual-e5-small on Tamil); strict, so a fix shows up here
-KNOWN_MISSES = {"ho-ta1": "search ranks failed-delivery/customs above the damage articles for this Tamil wording"}
-DAMAGE_TICKETS = [pytest.param(t, id=t["id"], marks=[pytest.mark.xfail(reason=KNOWN_MISSES[t["id"]], strict=True)]
-                               if t["id"] in KNOWN_MISSES else [])
-                  for t in _tickets("tickets.jsonl") + _tickets("tickets_heldout.jsonl") if t["note"].startswith("damage")]
+# ho-ta1 (held out) was a known miss: search ranks failed-delivery first even on its damage sentence alone
+# (multilingual-e5-small on Tamil); assist now also searches the kind of problem the ticket names
+DAMAGE_TICKETS = [pytest.param(t, id=t["id"]) for t in _tickets("tickets.jsonl") + _tickets("tickets_heldout.jsonl")
+                  if t["note"].startswith("damage")]
 
 
 @pytest.mark.parametrize("ticket", DAMAGE_TICKETS)
@@ -206,12 +204,12 @@ def _top(searcher, tickets: list[dict], k: int) -> float:
 
 
 def test_labelled_tickets_quality(searcher):
-    """Floors under the figures measured (tickets 24: top-1 1.0, top-3 1.0; held-out 12: top-1 .667, top-3 .917);
-    before the changes: .625/.958 and .417/.917."""
+    """Floors under the figures measured (tickets 24: top-1 1.0, top-3 1.0; held-out 12: top-1 .917, top-3 1.0,
+    .667/.917 before the problem kinds were searched); before the assist changes: .625/.958 and .417/.917."""
     tickets, heldout = _tickets("tickets.jsonl"), _tickets("tickets_heldout.jsonl")
     assert len(tickets) == 24 and len(heldout) == 12
     assert _top(searcher, tickets, 1) >= 0.9 and _top(searcher, tickets, 3) >= 0.95
-    assert _top(searcher, heldout, 1) >= 0.6 and _top(searcher, heldout, 3) >= 0.8
+    assert _top(searcher, heldout, 1) >= 0.8 and _top(searcher, heldout, 3) >= 0.9
 
 
 def test_country_guide_never_outranks_the_answer(searcher):
