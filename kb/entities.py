@@ -3,7 +3,9 @@ documents.
 
 Tracking numbers recognised (documented in articles/tracking/tracking-number-formats): UPU S10
 (``EE123456789IN``: 2 letters, 8 digits + check digit, 2-letter country), SwiftParcel waybills of 12 digits
-(older labels: 10), and 1Z-style carrier numbers (``1Z`` + 16 letters/digits).
+(older labels: 10), 1Z-style carrier numbers (``1Z`` + 16 letters/digits), and master air waybills (``071-12345675``:
+a 3-digit airline prefix and 8 digits, the last the first seven mod 7, as articles/documentation/air-waybill says;
+the check keeps 11-digit phone numbers out).
 
 Country names are inflected in most of the languages served: Tamil and Malayalam add case endings to the
 name (இந்தியாவுக்கு, இலங்கையில், ഇന്ത്യയിലേക്ക്), Bengali too (ভারতে), Amharic puts prepositions in front
@@ -24,7 +26,17 @@ TRACKING = [
     ("s10", regex.compile(A + r"[A-Z]{2}\d{9}[A-Z]{2}" + Z)),
     ("ups", regex.compile(A + r"1Z[0-9A-Z]{16}" + Z)),
     ("swiftparcel", regex.compile(A + r"(?:\d{12}|\d{10})" + Z)),
+    ("mawb", regex.compile(A + r"\d{3}(?:-|\s)?\d{4}\s?\d{4}" + Z)),
 ]
+
+
+def _mawb_valid(number: str) -> bool:
+    """IATA check digit: the serial's first seven digits mod 7 are its eighth."""
+    serial = regex.sub(r"\D", "", number)[3:]
+    return int(serial[:7]) % 7 == int(serial[7])
+
+
+VALID = {"mawb": _mawb_valid}  # formats with a check beyond the pattern
 HS_CODE = regex.compile(r"(?i)(?:HS|H\.S\.|hs\s*code|tariff|എച്ച്എസ്|এইচএস|ஹெச்எஸ்|एचएस)[^\d\n]{0,15}"
                         r"(\d{4}(?:[.\s]?\d{2}){0,3})(?!\d)")
 WEIGHT = regex.compile(r"(?i)(\d+(?:[.,]\d+)?)\s*(kg|kgs|kilo(?:gram)?s?|g|grams?|lbs?|pounds?|"
@@ -37,19 +49,19 @@ CURRENCY = {"$": "USD", "US$": "USD", "₹": "INR", "RS": "INR", "RS.": "INR", "
             "RUPEES": "INR", "EURO": "EUR", "EUROS": "EUR", "TAKA": "BDT", "BIRR": "ETB", "രൂപ": "INR",
             "টাকা": "BDT", "ரூபாய்": "INR", "रुपये": "INR", "रुपए": "INR", "डॉलर": "USD", "ডলার": "USD",
             "டாலர்": "USD", "ഡോളർ": "USD", "ടാക്ക": "BDT"}
-COUNTRIES = {  # names as customers write them, "|"-separated
-    "IN": "india|ሕንድ|ഇന്ത്യ|ভারত|இந்தியா|ህንድ|भारत|इंडिया|ইন্ডিয়া",
-    "BD": "bangladesh|ബംഗ്ലാദേശ്|বাংলাদেশ|வங்கதேசம்|பங்களாதேஷ்|ባንግላዴሽ|बांग्लादेश",
-    "LK": "sri lanka|ശ്രീലങ്ക|শ্রীলঙ্কা|இலங்கை|ஸ்ரீலங்கா|ስሪላንካ|श्रीलंका",
-    "ET": "ethiopia|ኢትዮጲያ|എത്യോപ്യ|ইথিওপিয়া|எத்தியோப்பியா|ኢትዮጵያ|इथियोपिया",
-    "AE": "uae|dubai|united arab emirates|യുഎഇ|ദുബായ്|সংযুক্ত আরব আমিরাত|দুবাই|ஐக்கிய அரபு அமீரகம்|துபாய்|ዱባይ|दुबई|यूएई",
-    "GB": "united kingdom|britain|england|london|യുകെ|ব্রিটেন|যুক্তরাজ্য|லண்டன்|இங்கிலாந்து|እንግሊዝ|ब्रिटेन|यूके|लंदन",
-    "US": "usa|united states|america|അമേരിക്ക|আমেরিকা|அமெரிக்கா|አሜሪካ|अमेरिका",
+COUNTRIES = {  # names as customers write them, "|"-separated (Latin: also as romanized Indic and Amharic write them)
+    "IN": "india|bharat|bharath|hindustan|indiya|ሕንድ|ഇന്ത്യ|ভারত|இந்தியா|ህንድ|भारत|इंडिया|ইন্ডিয়া",
+    "BD": "bangladesh|bangla desh|bangladesch|ബംഗ്ലാദേശ്|বাংলাদেশ|வங்கதேசம்|பங்களாதேஷ்|ባንግላዴሽ|बांग्लादेश",
+    "LK": "sri lanka|srilanka|shri lanka|ilangai|ശ്രീലങ്ക|শ্রীলঙ্কা|இலங்கை|ஸ்ரீலங்கா|ስሪላንካ|श्रीलंका",
+    "ET": "ethiopia|ethiopiya|ityopia|ityopiya|itiyopiya|ኢትዮጲያ|എത്യോപ്യ|ইথিওপিয়া|எத்தியோப்பியா|ኢትዮጵያ|इथियोपिया",
+    "AE": "uae|dubai|dubay|emirates|amirat|emirat|united arab emirates|യുഎഇ|ദുബായ്|সংযুক্ত আরব আমিরাত|দুবাই|ஐக்கிய அரபு அமீரகம்|துபாய்|ዱባይ|दुबई|यूएई",
+    "GB": "united kingdom|britain|england|london|inglend|ingland|landan|യുകെ|ব্রিটেন|যুক্তরাজ্য|லண்டன்|இங்கிலாந்து|እንግሊዝ|ब्रिटेन|यूके|लंदन",
+    "US": "usa|united states|america|amerika|amrika|amreeka|amerikka|അമേരിക്ക|আমেরিকা|அமெரிக்கா|አሜሪካ|अमेरिका",
     "EU": "european union|europe|യൂറോപ്പ്|ইউরোপ|ஐரோப்பா|አውሮፓ|यूरोप",
-    "DE": "germany|ജർമ്മനി|জার্মানি|ஜெர்மனி|ጀርመን|जर्मनी",
+    "DE": "germany|jarmani|jermany|ജർമ്മനി|জার্মানি|ஜெர்மனி|ጀርመን|जर्मनी",
     "SA": "saudi arabia|saudi|സൗദി|সৌদি|சவுதி|ሳዑዲ|सऊदी",
-    "CA": "canada|കാനഡ|কানাডা|கனடா|ካናዳ|कनाडा",
-    "AU": "australia|ഓസ്ട്രേലിയ|অস্ট্রেলিয়া|ஆஸ்திரேலியா|አውስትራሊያ|ऑस्ट्रेलिया",
+    "CA": "canada|kanada|കാനഡ|কানাডা|கனடா|ካናዳ|कनाडा",
+    "AU": "australia|ostrelia|astrelia|ഓസ്ട്രേലിയ|অস্ট্রেলিয়া|ஆஸ்திரேலியா|አውስትራሊያ|ऑस्ट्रेलिया",
 }
 DOCUMENTS = {
     "commercial invoice": "commercial invoice|കൊമേഴ്സ്യൽ ഇൻവോയ്സ്|বাণিজ্যিক চালান|কমার্শিয়াল ইনভয়েস|வணிக விலைப்பட்டியல்|"
@@ -84,6 +96,7 @@ ENDINGS = {
     "Devanagari": ["ीय", "ई", "वासी"],  # भारतीय, कनाडाई; postpositions (भारत में) are words of their own
     "Ethiopic": ["ን", "ም", "ስ", "ና", "ዊ", "ዊት", "ውያን", "ዊያን"],  # ኢትዮጵያን, ኢትዮጵያዊ
 }
+NAMES = {"bharati", "bharathi"}  # people's names that look like a country name with an ending (bharat + i)
 CONSONANT_ENDINGS = {"Tamil": ["க்கு", "க்குப்"], "Malayalam": ["ക്ക്", "ക്കും", "ക്കുള്ള"]}
 # prepositions Amharic writes joined to the name: ከኢትዮጵያ (from), በ (in), ለ (for), የ (of), ወደ (to)
 PREFIXES = {"Ethiopic": ["ከ", "በ", "ለ", "የ", "ወደ", "ስለ", "እስከ", "እንደ"]}
@@ -135,7 +148,7 @@ def country_pattern(names: list[str]) -> regex.Pattern:
         if script in VIRAMA:
             forms += [stem + e for stem in _stems(name, script) for e in ENDINGS[script]]
         else:
-            forms += [name + e for e in ENDINGS.get(script, [])]
+            forms += [name + e for e in ENDINGS.get(script, []) if name + e not in NAMES]
         if script == "Devanagari" and name.endswith("ा"):
             forms.append(name[:-1] + "ी")  # अमेरिका -> अमेरिकी (American)
         prefix = PREFIXES.get(script)
@@ -170,6 +183,8 @@ def find_tracking(text: str) -> list[dict]:
     found: list[dict] = []
     for kind, rx in TRACKING:
         for m in rx.finditer(text):
+            if kind in VALID and not VALID[kind](m.group(0)):
+                continue
             if not any(t["value"] == m.group(0) for t in found):
                 found.append({"value": m.group(0), "format": kind})
     return found

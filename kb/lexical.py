@@ -60,11 +60,12 @@ def stem(token: str) -> str:
     return token[:end]
 
 
-def query_words(text: str) -> list[list[str]]:
-    """The FTS5 forms of each query word worth matching (stop-words, one-letter words and numbers left out)."""
+def query_words(text: str, skip: frozenset[str] = frozenset()) -> list[list[str]]:
+    """The FTS5 forms of each query word worth matching (stop-words, one-letter words and numbers left out,
+    and the tokens in ``skip``)."""
     words: list[list[str]] = []
     for tok in tokenize(text):
-        if tok in STOPWORDS or len(tok) < 2 or tok.isdigit():
+        if tok in STOPWORDS or len(tok) < 2 or tok.isdigit() or tok in skip:
             # numbers (weights, amounts, years) match across languages without meaning the same thing
             continue
         base = stem(tok)

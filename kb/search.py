@@ -26,7 +26,7 @@ from .embedder import Encoder
 from .entities import find_tracking
 from .index import Bundle
 from .langs import LangGuess, detect, romanized_vocabulary
-from .lexical import matching_spans, query_words, tokenize
+from .lexical import HIGHLIGHT_SKIP, matching_spans, query_words, tokenize
 
 MODES = ("dense", "lexical", "hybrid")
 SENTENCE_RE = regex.compile(r"(?<=[.!?।።॥?])\s+|\n+")
@@ -110,7 +110,7 @@ class SearchConfig:
     # language looks rare ("can I ship a cat": "ship" is in 16% of the English questions, a twentieth of
     # all): every question with it ranked first in that leg, above the article whose passages name the cat.
     # A word in at least this share of the questions searched is common; where the query has a word that is
-    # not, a question counts as a hit only if it has one of those.
+    # neither common nor a function word (kb.stopwords), a question counts as a hit only if it has one of those.
     question_lexical_common: float = 0.1
     # "language": BM25 only over passages in the query's detected language. "script" (evaluation only):
     # every passage; tokens then only match within a script, plus Latin codes and names across scripts.
@@ -138,9 +138,11 @@ class SearchConfig:
     # (at most ``identifier_words`` other words), the question a customer pasting it asks; inside a longer
     # question, the name of the thing, so the rest of the question still decides.
     identifier_questions: dict[str, str] = field(default_factory=lambda: {
-        "swiftparcel": "track my parcel", "s10": "track my parcel", "ups": "another courier's tracking number"})
+        "swiftparcel": "track my parcel", "s10": "track my parcel", "ups": "another courier's tracking number",
+        "mawb": "master air waybill number"})
     identifier_names: dict[str, str] = field(default_factory=lambda: {
-        "swiftparcel": "tracking number", "s10": "tracking number", "ups": "another courier's tracking number"})
+        "swiftparcel": "tracking number", "s10": "tracking number", "ups": "another courier's tracking number",
+        "mawb": "master air waybill number"})
     identifier_words: int = 2
 
 
@@ -456,7 +458,7 @@ class Searcher:
         n = max(int(allowed.sum()), 1)
         telling = np.zeros(len(allowed), dtype=bool)
         rare = False
-        for forms in query_words(text):
+        for forms in query_words(text, skip=HIGHLIGHT_SKIP):  # a function word (को, सकते) tells nothing apart
             has = np.zeros(len(allowed), dtype=bool)
             for form in forms:
                 has[self._question_matches(form)] = True

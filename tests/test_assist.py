@@ -49,6 +49,9 @@ INFLECTED = [
     ("ከዱባይ የተላከልኝ", "AE"), ("ኢትዮጵያዊ ነኝ", "ET"),
     # English
     ("Indian customs", "IN"), ("shipping to the USA", "US"), ("European Union rules", "EU"), ("Ship it to US please", "US"),
+    # romanized: Tanglish, Hinglish, Manglish, Amharic in Latin letters
+    ("amrika ku parcel anuppanum", "US"), ("bharat bhejna hai", "IN"), ("dubay il ninnu vanna parcel", "AE"),
+    ("srilanka ku anuppa mudiyuma", "LK"), ("ityopia lay yelak", "ET"), ("landan la irukkura address", "GB"),
 ]
 
 
@@ -66,6 +69,8 @@ NOT_COUNTRIES = [
     "இந்தியர்கள் பலர் வருகிறார்கள்",  # "Indians" (people): இந்திய + ர், not a case of இந்தியா
     "canadas and ethiopiaa are typos",
     "I am in a hurry, can you help us?",
+    "bharati sent it yesterday",  # Bharati, a name (bharat + i), in Latin letters
+    "kannada speaking agent please",
 ]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from kb.entities import find_tracking
 from kb.evaluate import target_rates
 from kb.search import Filters
 
@@ -89,6 +90,35 @@ def test_confidence_is_per_card(searcher):
     conf = [r["confidence"] for r in res["results"]]
     assert len(set(conf)) == len(conf) and max(conf) - min(conf) > 0.5, conf
     assert conf[0] >= 0.5 > min(conf)
+
+
+@pytest.mark.parametrize("text, found", [
+    ("customs notice quotes MAWB 071-12345675", ["071-12345675"]),  # the air-waybill article's own example
+    ("07112345675", ["07112345675"]), ("071 1234 5675", ["071 1234 5675"]),
+    ("176-12345670", []),  # check digit wrong: 1234567 mod 7 is 5
+    ("call me on 09876543210", []), ("01712345678", []),  # 11-digit phone numbers (India, Bangladesh)
+])
+def test_master_air_waybills_are_recognised_by_their_check_digit(text, found):
+    assert [t["value"] for t in find_tracking(text) if t["format"] == "mawb"] == found
+
+
+def test_a_pasted_master_air_waybill_gets_the_air_waybill_article(searcher):
+    res = searcher.search("071-12345675", Filters(), floor=True)
+    assert res["tracking_numbers"] == [{"value": "071-12345675", "format": "mawb"}]
+    assert "air-waybill" in [r["group"] for r in res["results"][:3]], res["results"][:3]
+
+
+PETS = ["can I ship a cat", "പൂച്ചയെ കൊറിയർ വഴി അയക്കാമോ?", "বিড়াল কি পার্সেলে পাঠানো যায়?",
+        "பூனையை கூரியரில் அனுப்பலாமா?", "ድመት በፓርሴል መላክ ይቻላል?", "बिल्ली को पार्सल से भेज सकते हैं?"]
+
+
+@pytest.mark.parametrize("query", PETS)
+def test_a_pet_gets_the_prohibited_items_article_first(searcher, query):
+    """Six languages; the pets section exists in every translation, and a question sharing only "ship" with
+    the query no longer ranks its article first."""
+    res = searcher.search(query, Filters(), floor=True)
+    assert res["results"] and res["results"][0]["group"] == "prohibited-and-restricted-items", \
+        [(r["group"], r["confidence"]) for r in res["results"][:3]]
 
 
 def test_a_pet_is_not_answered_with_the_documents_article(searcher):
