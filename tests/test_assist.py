@@ -88,7 +88,7 @@ def test_every_script_of_every_ticket_country():
 
 
 def test_tracking_still_importable_from_assist():
-    assert [kind for kind, _rx in TRACKING] == ["s10", "ups", "swiftparcel"]
+    assert [kind for kind, _rx in TRACKING] == ["s10", "ups", "swiftparcel", "mawb"]
 
 
 # ---------------------------------------------------------------------------- chat logs
