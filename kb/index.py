@@ -16,6 +16,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -345,6 +346,10 @@ class Bundle:
     questions: list[dict] = field(default_factory=list)
     question_vectors: np.ndarray | None = None
     query_style: np.ndarray | None = None  # passage texts embedded with `query: ` (see embed_passages)
+    # (text, qvec, k, [(table, limit, rowids)]) -> (dense candidates or None, lexical hits per request):
+    # a backend across a network answers a search's ANN and lexical legs in one round trip (kb.pgindex);
+    # None: kb.search asks the store and the lexical index one by one
+    first_stage: Callable | None = None
 
     @classmethod
     def open(cls, index_dir: Path, model_checksum: str | None = None, name: str | None = None) -> Bundle:

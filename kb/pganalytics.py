@@ -126,10 +126,10 @@ class PostgresStore(AnalyticsStore):
         self.cluster.write(tx, "analytics migration", retry=False)
         self._migrated = True
 
-    def _write(self, fn: Callable[[Any], Any], what: str) -> Any:
+    def _write(self, fn: Callable[[Any], Any], what: str, transaction: bool = True) -> Any:
         if not self._migrated:
             self._migrate()
-        return self.cluster.write(fn, what)
+        return self.cluster.write(fn, what, transaction=transaction)
 
     # ------------------------------------------------------------------ primitives
 
@@ -141,7 +141,8 @@ class PostgresStore(AnalyticsStore):
                      "ON CONFLICT (id) DO NOTHING", tuple(row.values()))
 
     def _insert(self, table: str, row: dict) -> None:
-        self._write(lambda c: self._insert_in(c, table, row), f"analytics write ({table})")
+        # one INSERT: its own autocommit transaction, committed before it returns (one round trip)
+        self._write(lambda c: self._insert_in(c, table, row), f"analytics write ({table})", transaction=False)
 
     def _insert_or_refine_search(self, row: dict, since_ts: str, later_page: bool = False) -> str:
         def tx(c) -> str:
@@ -170,11 +171,12 @@ class PostgresStore(AnalyticsStore):
         if table not in ("searches", "assist"):
             raise ValueError(f"unknown table {table!r}")
         return self._write(lambda c: c.execute(f"SELECT 1 FROM {table} WHERE id = %s", (row_id,)).fetchone()
-                           is not None, "analytics lookup")
+                           is not None, "analytics lookup", transaction=False)
 
     def _set_assist_used(self, assist_id: str, used_json: str) -> bool:
         return self._write(lambda c: c.execute("UPDATE assist SET used = %s WHERE id = %s",
-                                               (used_json, assist_id)).rowcount > 0, "analytics write (assist)")
+                                               (used_json, assist_id)).rowcount > 0, "analytics write (assist)",
+                           transaction=False)
 
     def _delete_before(self, cutoff_ts: str) -> dict[str, int]:
         return self._write(lambda c: {t: c.execute(f"DELETE FROM {t} WHERE ts < %s", (cutoff_ts,)).rowcount

@@ -30,10 +30,15 @@ query on the bundled KB, several times the postings' cost.
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 import struct
+import threading
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +53,6 @@ from .pg import Cluster, with_vector
 
 VERSION_RE = re.compile(r"^kbv_[0-9]{6,}$")
 INDEX_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,62}$")
-HNSW_M, HNSW_EF_CONSTRUCTION = 16, 128
 BM25_K1, BM25_B = 1.2, 0.75  # FTS5's bm25() constants
 LEX_TABLES = {"fts": 0, "questions": 1}  # kb.lexical.LexicalIndex's table names -> postings.tbl
 
@@ -106,6 +110,92 @@ def query_lexemes(text: str) -> tuple[list[str], list[bool]]:
     return terms, prefix
 
 
+# --------------------------------------------------------------------------- HNSW settings
+
+EF_SEARCH_MAX = 1000  # pgvector's upper bound for hnsw.ef_search
+ITERATIVE_SCANS = ("off", "relaxed_order", "strict_order")
+
+
+@dataclass(frozen=True)
+class HnswConfig:
+    """How a build makes the pgvector HNSW indexes (``m``, ``ef_construction``) and how a search walks them.
+
+    A search asking for k rows runs with ``hnsw.ef_search`` = ``ef_search_factor`` x k, at least
+    ``ef_search_min`` and at most 1000 (pgvector's bound; without an iterative scan HNSW returns at most
+    ef_search rows). ``iterative_scan`` (pgvector >= 0.8: ``relaxed_order`` / ``strict_order``) lets a scan
+    go on past ef_search, up to ``max_scan_tuples`` visited tuples. The defaults are what benchmarks/postgres.py
+    measured (README); ``KB_PG_HNSW_*`` environment variables override them (:meth:`from_env`).
+    """
+
+    m: int = 16
+    ef_construction: int = 128
+    ef_search_factor: float = 1.0
+    ef_search_min: int = 100
+    iterative_scan: str = "off"
+    max_scan_tuples: int = 20_000
+
+    ENV = {"m": "KB_PG_HNSW_M", "ef_construction": "KB_PG_HNSW_EF_CONSTRUCTION",
+           "ef_search_factor": "KB_PG_HNSW_EF_SEARCH_FACTOR", "ef_search_min": "KB_PG_HNSW_EF_SEARCH_MIN",
+           "iterative_scan": "KB_PG_HNSW_ITERATIVE_SCAN", "max_scan_tuples": "KB_PG_HNSW_MAX_SCAN_TUPLES"}
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.m <= 100:
+            raise ValueError(f"{self.ENV['m']}: m must be 2..100 (pgvector), not {self.m}")
+        if not 2 * self.m <= self.ef_construction <= 1000:
+            raise ValueError(f"{self.ENV['ef_construction']}: ef_construction must be {2 * self.m}..1000 "
+                             f"(at least 2 x m), not {self.ef_construction}")
+        if not self.ef_search_factor > 0:
+            raise ValueError(f"{self.ENV['ef_search_factor']}: must be > 0, not {self.ef_search_factor}")
+        if not 1 <= self.ef_search_min <= EF_SEARCH_MAX:
+            raise ValueError(f"{self.ENV['ef_search_min']}: must be 1..{EF_SEARCH_MAX}, not {self.ef_search_min}")
+        if self.iterative_scan not in ITERATIVE_SCANS:
+            raise ValueError(f"{self.ENV['iterative_scan']}: one of {', '.join(ITERATIVE_SCANS)}, "
+                             f"not {self.iterative_scan!r}")
+        if self.max_scan_tuples < 1:
+            raise ValueError(f"{self.ENV['max_scan_tuples']}: must be >= 1, not {self.max_scan_tuples}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> HnswConfig:
+        env = os.environ if env is None else env
+        kw: dict = {}
+        for f in fields(cls):
+            raw = env.get(cls.ENV[f.name], "").strip()
+            if raw:
+                kind = type(getattr(cls, f.name))
+                try:
+                    kw[f.name] = kind(raw)
+                except ValueError:
+                    raise ValueError(f"{cls.ENV[f.name]}={raw!r}: not a {kind.__name__}") from None
+        return cls(**kw)
+
+    def ef_search(self, k: int) -> int:
+        return max(self.ef_search_min, min(EF_SEARCH_MAX, math.ceil(self.ef_search_factor * int(k))))
+
+    def settings(self, k: int) -> tuple[tuple[str, str], ...]:
+        """The session settings a search for k rows runs under (iterative-scan ones only when it is on, so
+        a pgvector before 0.8 still serves the default)."""
+        out = [("hnsw.ef_search", str(self.ef_search(k)))]
+        if self.iterative_scan != "off":
+            out += [("hnsw.iterative_scan", self.iterative_scan), ("hnsw.max_scan_tuples", str(self.max_scan_tuples))]
+        return tuple(out)
+
+
+_SESSION: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # connection -> the settings last SET on it
+_SESSION_LOCK = threading.Lock()
+
+
+def apply_settings(conn, settings: tuple[tuple[str, str], ...]) -> None:
+    """Set ``settings`` on the (per-thread, autocommit) connection for its session, only when they differ from
+    what it last got: a search then costs one round trip, not BEGIN + SET LOCAL + query + COMMIT."""
+    with _SESSION_LOCK:
+        if _SESSION.get(conn) == settings:
+            return
+    conn.execute("SELECT " + ", ".join("set_config(%s, %s, false)" for _ in settings),
+                 [x for pair in settings for x in pair])
+    with _SESSION_LOCK:
+        _SESSION[conn] = settings
+
+
 # --------------------------------------------------------------------------- search-time objects
 
 
@@ -114,10 +204,10 @@ class PgVectorStore(VectorStore):
 
     kind = "pgvector-hnsw"
 
-    def __init__(self, cluster: Cluster, version: str, vectors: np.ndarray, max_ef_search: int = 1000):
+    def __init__(self, cluster: Cluster, version: str, vectors: np.ndarray, hnsw: HnswConfig | None = None):
         self.cluster, self.version = cluster, version
         self._vectors = vectors
-        self.max_ef_search = max_ef_search
+        self.hnsw = hnsw or HnswConfig()
 
     def vectors(self) -> np.ndarray:
         return self._vectors
@@ -127,15 +217,15 @@ class PgVectorStore(VectorStore):
         return len(self._vectors)
 
     def _knn(self, sql: str, query: np.ndarray, k: int) -> list[tuple]:
-        ef = max(40, min(int(k), self.max_ef_search))  # HNSW returns at most ef_search rows
-
         def run(conn):
             with_vector(conn)
-            with conn.transaction():
-                conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef),))
-                return conn.execute(sql, {"q": np.asarray(query, np.float32), "k": int(k)}).fetchall()
+            apply_settings(conn, self.hnsw.settings(k))
+            return conn.execute(sql, {"q": np.asarray(query, np.float32), "k": int(k)}).fetchall()
 
-        return self.cluster.read(run, "vector search")
+        rows = self.cluster.read(run, "vector search")
+        if self.hnsw.iterative_scan == "relaxed_order":  # rows may come slightly out of order
+            rows.sort(key=lambda r: -r[1] if len(r) > 1 else 0.0)
+        return rows
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         rows = self._knn(f"SELECT pos, -(embedding <#> %(q)s) FROM {self.version}.passages "
@@ -144,9 +234,7 @@ class PgVectorStore(VectorStore):
 
     def candidates(self, query: np.ndarray, k: int) -> np.ndarray:
         """Nearest passages by passage vector and by title/heading vector (search scores both), one query."""
-        rows = self._knn(f"(SELECT pos FROM {self.version}.passages ORDER BY embedding <#> %(q)s LIMIT %(k)s) "
-                         f"UNION (SELECT pos FROM {self.version}.passages ORDER BY heading <#> %(q)s "
-                         "LIMIT %(k)s)", query, k)
+        rows = self._knn(f"SELECT pos FROM ({CANDIDATES_SQL.format(v=self.version)}) c", query, k)
         return np.array(sorted(r[0] for r in rows), dtype=np.int64)
 
     def search_questions(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -161,28 +249,107 @@ class PgVectorStore(VectorStore):
         return (np.array([r[1] for r in rows], dtype=np.float32), np.array([r[0] for r in rows], dtype=np.int64))
 
 
-# One row per (query term, matching row): a prefix term is a range scan [stem, stem || U+10FFFF] of the
-# ("C"-collated) term index, an exact term the range [term, term]. FTS5's bm25() over them, written as
-# fts5_aux.c computes it (same operations in the same order, terms summed in query order, so the doubles
-# are the same and ties fall back to the row order as in FTS5): IDF ln((N - n + 0.5) / (n + 0.5)), 1e-6
-# where that is <= 0, N = rows in the table, n = rows matching the term.
-BM25_SQL = """
-WITH q AS (SELECT * FROM unnest(%(terms)s::text[], %(prefix)s::bool[]) WITH ORDINALITY AS q(term, prefix, i)),
-tf AS (SELECT q.i, p.row, sum(p.tf)::float8 AS f, min(p.ntok) AS ntok
-       FROM q CROSS JOIN LATERAL (
+# Dense candidates: nearest passages by passage vector and by title/heading vector, each through its HNSW index.
+CANDIDATES_SQL = ("(SELECT pos FROM {v}.passages ORDER BY embedding <#> %(q)s LIMIT %(k)s) "
+                  "UNION (SELECT pos FROM {v}.passages ORDER BY heading <#> %(q)s LIMIT %(k)s)")
+
+# One row per (table asked for, query term, matching row): a prefix term is a range scan [stem, stem ||
+# U+10FFFF] of the ("C"-collated) term index, an exact term the range [term, term]. FTS5's bm25() over them,
+# written as fts5_aux.c computes it (same operations in the same order, terms summed in query order, so the
+# doubles are the same and ties fall back to the row order as in FTS5): IDF ln((N - n + 0.5) / (n + 0.5)),
+# 1e-6 where that is <= 0, N = rows in the table, n = rows matching the term. Each table's best ``lim`` rows.
+BM25_CTES = """
+q AS (SELECT * FROM unnest(%(terms)s::text[], %(prefix)s::bool[]) WITH ORDINALITY AS q(term, prefix, i)),
+l AS (SELECT * FROM unnest(%(tbls)s::int2[], %(limits)s::int4[]) AS l(tbl, lim)),
+tf AS (SELECT l.tbl, q.i, p.row, sum(p.tf)::float8 AS f, min(p.ntok) AS ntok
+       FROM l CROSS JOIN q CROSS JOIN LATERAL (
            SELECT row, tf, ntok FROM {v}.postings
-           WHERE tbl = %(t)s AND term >= q.term
+           WHERE tbl = l.tbl AND term >= q.term
              AND term <= (CASE WHEN q.prefix THEN q.term || chr(1114111) ELSE q.term END) COLLATE "C") p
-       GROUP BY q.i, p.row),
-df AS (SELECT i, count(*)::float8 AS n FROM tf GROUP BY i),
-st AS (SELECT rows::float8 AS total, avgdl FROM {v}.lexstats WHERE tbl = %(t)s)
-SELECT tf.row, sum(CASE WHEN ln((st.total - df.n + 0.5) / (df.n + 0.5)) <= 0 THEN 1e-6
-                        ELSE ln((st.total - df.n + 0.5) / (df.n + 0.5)) END
-                   * ((tf.f * (%(k1)s + 1.0)) / (tf.f + %(k1)s * (1 - %(b)s + %(b)s * tf.ntok / st.avgdl)))
-                   ORDER BY tf.i) AS score
-FROM tf JOIN df USING (i) CROSS JOIN st
-GROUP BY tf.row ORDER BY score DESC, tf.row LIMIT %(limit)s
-"""
+       GROUP BY l.tbl, q.i, p.row),
+df AS (SELECT tbl, i, count(*)::float8 AS n FROM tf GROUP BY tbl, i),
+st AS (SELECT tbl, rows::float8 AS total, avgdl FROM {v}.lexstats),
+sc AS (SELECT tf.tbl, tf.row,
+              sum(CASE WHEN ln((st.total - df.n + 0.5) / (df.n + 0.5)) <= 0 THEN 1e-6
+                       ELSE ln((st.total - df.n + 0.5) / (df.n + 0.5)) END
+                  * ((tf.f * (%(k1)s + 1.0)) / (tf.f + %(k1)s * (1 - %(b)s + %(b)s * tf.ntok / st.avgdl)))
+                  ORDER BY tf.i) AS score
+       FROM tf JOIN df USING (tbl, i) JOIN st USING (tbl)
+       GROUP BY tf.tbl, tf.row)"""
+BM25_BEST = ("SELECT l.tbl, s.row, s.score FROM l CROSS JOIN LATERAL (SELECT row, score FROM sc WHERE sc.tbl = l.tbl "
+             "ORDER BY score DESC, row LIMIT l.lim) s")
+
+
+def first_stage_sql(version: str, dense: bool, lexical: bool) -> str:
+    """ONE statement for a search's Postgres work: rows (leg, row, score), leg -1 = a dense candidate (no
+    score: the searcher scores candidates exactly), else the postings table of a lexical leg."""
+    parts = []
+    if lexical:
+        parts.append(BM25_BEST)
+    if dense:
+        parts.append(f"SELECT -1::int2, c.pos, NULL::float8 FROM ({CANDIDATES_SQL.format(v=version)}) c")
+    if not parts:
+        raise ValueError("first_stage_sql: nothing asked for")
+    with_ = f"WITH {BM25_CTES.format(v=version)}\n" if lexical else ""
+    return with_ + "\nUNION ALL\n".join(parts)
+
+
+LexRequest = tuple[str, int, "set[int] | None"]  # (table, limit, rowids allowed or None): kb.lexical's search()
+
+
+def _lex_fetch(limit: int, rowids: set[int] | None) -> int:
+    """Rows to fetch for a leg: ``rowids`` restricts the pool the way the FTS5 index does (best matches first,
+    then filtered), so both backends rank alike."""
+    return limit if rowids is None else max(limit * 5, 500)
+
+
+def _lex_hits(rows: list[tuple[int, float]], limit: int, rowids: set[int] | None) -> list[tuple[int, float]]:
+    rows = sorted(rows, key=lambda r: (-r[1], r[0]))  # ORDER BY score DESC, row
+    if rowids is not None:
+        rows = [r for r in rows if r[0] in rowids]
+    return [(int(r), float(s)) for r, s in rows[:limit]]
+
+
+class PgFirstStage:
+    """A search's dense candidates and lexical legs in one statement on one server (one round trip): the
+    searcher's ``bundle.first_stage`` for the Postgres backend."""
+
+    def __init__(self, cluster: Cluster, version: str, hnsw: HnswConfig | None = None):
+        self.cluster, self.version, self.hnsw = cluster, version, hnsw or HnswConfig()
+
+    def __call__(self, text: str, qvec: np.ndarray | None, k: int,
+                 lexical: Sequence[LexRequest]) -> tuple[np.ndarray | None, list[list[tuple[int, float]]]]:
+        """(dense candidate rows, sorted, or None when ``k`` is 0; per lexical request its (rowid, score) hits)."""
+        terms, prefix = query_lexemes(text)
+        legs = [(LEX_TABLES[t], _lex_fetch(lim, rowids)) for t, lim, rowids in lexical if t in LEX_TABLES]
+        dense = bool(k) and qvec is not None
+        lex = bool(terms) and bool(legs)
+        if not dense and not lex:
+            return None, [[] for _ in lexical]
+        params: dict = {"k1": BM25_K1, "b": BM25_B}
+        if lex:
+            tbls = sorted({t for t, _ in legs})  # one fetch per table: the largest asked for
+            params.update(terms=terms, prefix=prefix, tbls=tbls,
+                          limits=[max(n for t, n in legs if t == tb) for tb in tbls])
+        if dense:
+            params.update(q=np.asarray(qvec, np.float32), k=int(k))
+        sql = first_stage_sql(self.version, dense, lex)
+
+        def run(conn):
+            if dense:
+                with_vector(conn)
+                apply_settings(conn, self.hnsw.settings(k))
+            return conn.execute(sql, params).fetchall()
+
+        rows = self.cluster.read(run, "search")
+        ids = np.array(sorted(r for leg, r, _s in rows if leg == -1), dtype=np.int64) if dense else None
+        by_tbl: dict[int, list[tuple[int, float]]] = {}
+        for leg, r, s in rows:
+            if leg != -1:
+                by_tbl.setdefault(leg, []).append((r, s))
+        hits = [_lex_hits(by_tbl.get(LEX_TABLES[t], []), lim, rowids) if lex and t in LEX_TABLES else []
+                for t, lim, rowids in lexical]
+        return ids, hits
 
 
 class PgLexicalIndex:
@@ -192,22 +359,15 @@ class PgLexicalIndex:
 
     def __init__(self, cluster: Cluster, version: str):
         self.cluster, self.version = cluster, version
+        self._stage = PgFirstStage(cluster, version)
 
     def search(self, text: str, limit: int = 100, rowids: set[int] | None = None,
                table: str = "fts") -> list[tuple[int, float]]:
         """(rowid, score) best first, score = BM25 (higher is better); ``rowids`` restricts the pool the way
         the FTS5 index does (best matches first, then filtered), so both backends rank alike."""
-        terms, prefix = query_lexemes(text)
-        if not terms or table not in LEX_TABLES:
+        if table not in LEX_TABLES:
             return []
-        fetch = limit if rowids is None else max(limit * 5, 500)
-        params = {"terms": terms, "prefix": prefix, "t": LEX_TABLES[table], "k1": BM25_K1, "b": BM25_B,
-                  "limit": fetch}
-        sql = BM25_SQL.format(v=self.version)
-        rows = self.cluster.read(lambda conn: conn.execute(sql, params).fetchall(), "lexical search")
-        if rowids is not None:
-            rows = [r for r in rows if r[0] in rowids]
-        return [(int(r), float(s)) for r, s in rows[:limit]]
+        return self._stage(text, None, 0, [(table, limit, rowids)])[1][0]
 
 
 # --------------------------------------------------------------------------- embedding cache
@@ -279,10 +439,11 @@ class PgIndex:
 
     Also the service's bundle source (``current()`` / ``open()``, like kb.index.BundleDir)."""
 
-    def __init__(self, cluster: Cluster, name: str = "kb", keep: int = KEEP_BUNDLES):
+    def __init__(self, cluster: Cluster, name: str = "kb", keep: int = KEEP_BUNDLES, hnsw: HnswConfig | None = None):
         if not INDEX_NAME_RE.match(name):
             raise ValueError(f"bad index name {name!r}: lower-case letters, digits and _ . : - only")
         self.cluster, self.name, self.keep = cluster, name, max(1, keep)
+        self.hnsw = hnsw or HnswConfig.from_env()
 
     # ------------------------------------------------------------------ schema
 
@@ -340,7 +501,7 @@ class PgIndex:
             "model": {"id": encoder.model_id, "checksum": encoder.checksum},
             "dim": dim,
             "store": PgVectorStore.kind,
-            "hnsw": {"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ops": "vector_ip_ops"},
+            "hnsw": {"m": self.hnsw.m, "ef_construction": self.hnsw.ef_construction, "ops": "vector_ip_ops"},
             "counts": {"articles": len(prep.articles), "passages": len(prep.passages),
                        "questions": len(prep.questions), "languages": langs},
             "articles": {f"{a.id}.{a.lang}": a.content_hash for a in prep.articles},
@@ -398,7 +559,7 @@ class PgIndex:
             for tbl, toks in ((LEX_TABLES["fts"], p_tokens), (LEX_TABLES["questions"], q_tokens)):
                 conn.execute(f"INSERT INTO {v}.lexstats VALUES (%s, %s, %s)",
                              (tbl, len(toks), sum(map(len, toks)) / max(len(toks), 1)))
-            with_ = f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
+            with_ = f"WITH (m = {int(self.hnsw.m)}, ef_construction = {int(self.hnsw.ef_construction)})"
             conn.execute(f"CREATE INDEX ON {v}.passages USING hnsw (embedding vector_ip_ops) {with_}")
             conn.execute(f"CREATE INDEX ON {v}.passages USING hnsw (heading vector_ip_ops) {with_}")
             conn.execute(f"CREATE INDEX ON {v}.questions USING hnsw (embedding vector_ip_ops) {with_}")
@@ -464,10 +625,10 @@ class PgIndex:
         qvecs = vectors_from_bytes([r[1] for r in qrow], dim)
         # all rows have one or none (a version published without them, e.g. an evaluation set)
         query_style = vectors_from_bytes([r[3] for r in prow], dim) if prow and prow[0][3] is not None else None
-        store = PgVectorStore(self.cluster, version, vectors)
+        store = PgVectorStore(self.cluster, version, vectors, self.hnsw)
         return Bundle(version, Path("postgres") / self.name / version, manifest, [r[0] for r in prow], articles,
                       store, PgLexicalIndex(self.cluster, version), headings, [r[0] for r in qrow], qvecs,
-                      query_style)
+                      query_style, first_stage=PgFirstStage(self.cluster, version, self.hnsw))
 
 
 def build(articles_dir: Path | None, index: PgIndex, encoder: Encoder, progress: bool = False,

@@ -35,10 +35,25 @@ class LocalPgError(RuntimeError):
     """The local server could not be set up or started (the message includes the server log's tail)."""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(exclude: tuple[int, ...] = ()) -> int:
+    """A free 127.0.0.1 port: from ``KB_PORT_RANGE`` ("9100-9199") when set (sessions sharing one machine
+    keep to their own ranges), else any the kernel offers."""
+    lo_hi = os.environ.get("KB_PORT_RANGE", "").strip()
+    if not lo_hi:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    lo, _, hi = lo_hi.partition("-")
+    for port in range(int(lo), int(hi or lo) + 1):
+        if port in exclude:  # taken by a server about to start
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise LocalPgError(f"no free port in KB_PORT_RANGE={lo_hi}")
 
 
 def _reachable_by_others(path: Path) -> bool:
@@ -200,7 +215,8 @@ class LocalCluster:
         if user:
             shutil.chown(self.base, user)
         self.primary = LocalServer(self.base, primary_port or free_port(), "primary")
-        self.standby = LocalServer(self.base, standby_port or free_port(), "standby") if standby else None
+        self.standby = LocalServer(self.base, standby_port or free_port((self.primary.port,)),
+                                   "standby") if standby else None
         self.synchronous = synchronous and standby
 
     def start(self) -> LocalCluster:

@@ -353,31 +353,21 @@ class Searcher:
         qlex_rank: dict[int, int] = {}
         lex_hits: set[int] = set()
         if p_mask.any():
-            if mode in ("dense", "hybrid"):
-                if qvec is None:
-                    qvec = self.encoder.encode_query(text)
-                dense_scores, _centred, zscores = self._dense(qvec)
-                qsims = self.q_vectors @ qvec  # once: the semantic score and the confidence both use it
-                group_sem = self._semantic(qsims, zscores, p_mask)
-                open_idx = np.flatnonzero(np.isfinite(group_sem))
-                top = open_idx[np.argsort(-group_sem[open_idx], kind="stable")[: self.config.candidates]]
-                dense_rank = {int(g): r for r, g in enumerate(top)}
+            # which legs run, decided first, so a backend across a network answers them in one round trip
             # a romanized query can only match Latin-script text: English passages and questions (it shares
             # loanwords with them: parcel, customs, perfume) and its own language's romanized questions; the
             # weights stay those measured for its language
             lex_lang = "en" if guess.romanized else guess.lang
             lex_weight = 1.0 if mode == "lexical" else self.config.lexical_weights.get(
                 guess.lang, self.config.default_lexical_weight) if guess.certain else 0.0
+            lex_req = qlex_req = telling = None
             if mode in ("lexical", "hybrid") and lex_weight > 0:
                 allowed = p_mask.copy()
                 if mode == "hybrid" and self.config.lexical_gate == "language":
                     # gate: lexical only where query and passage share a language
                     allowed &= self.p_lang == lex_lang
                 if allowed.any():
-                    hits = self.bundle.lexical.search(text, limit=self.config.candidates,
-                                                      rowids=set(np.flatnonzero(allowed).tolist()))
-                    lex_hits = {pi for pi, _s in hits}
-                    lex_rank = _rank_groups([pi for pi, _s in hits], self.p_group)
+                    lex_req = ("fts", self.config.candidates, set(np.flatnonzero(allowed).tolist()))
             qlex_weight = 1.0 if mode == "lexical" else self.config.question_lexical_weights.get(
                 guess.lang, self.config.default_question_lexical_weight) if guess.certain else 0.0
             if mode in ("lexical", "hybrid") and qlex_weight > 0 and len(self.q_group):
@@ -387,12 +377,29 @@ class Searcher:
                 if mode == "hybrid":
                     allowed &= (self.q_lang == guess.lang) | (self.q_lang == lex_lang)
                 if allowed.any():
-                    hits = self.bundle.lexical.search(text, limit=self.config.candidates,
-                                                      rowids=set(self.q_rowid[allowed].tolist()), table="questions")
+                    qlex_req = ("questions", self.config.candidates, set(self.q_rowid[allowed].tolist()))
                     telling = self._telling_questions(text, allowed)
-                    if telling is not None:
-                        hits = [(qi, sc) for qi, sc in hits if telling[self.q_pos[qi]]]
-                    qlex_rank = _rank_groups([self.q_pos[qi] for qi, _s in hits], self.q_group)
+            dense = mode in ("dense", "hybrid")
+            if dense and qvec is None:
+                qvec = self.encoder.encode_query(text)
+            k = self.config.candidates * 4 if dense and len(self.vectors) > self.config.exact_limit else 0
+            ann_ids, (hits, qhits) = self._first_stage(text, qvec, k, [lex_req, qlex_req])
+            if dense:
+                dense_scores, _centred, zscores = self._dense(qvec, ann_ids)
+                qsims = self.q_vectors @ qvec  # once: the semantic score and the confidence both use it
+                group_sem = self._semantic(qsims, zscores, p_mask)
+                open_idx = np.flatnonzero(np.isfinite(group_sem))
+                top = open_idx[np.argsort(-group_sem[open_idx], kind="stable")[: self.config.candidates]]
+                dense_rank = {int(g): r for r, g in enumerate(top)}
+            if lex_req is not None:
+                lex_hits = {pi for pi, _s in hits}
+                lex_rank = _rank_groups([pi for pi, _s in hits], self.p_group)
+            if qlex_req is not None:
+                if telling is not None:
+                    qhits = [(qi, sc) for qi, sc in qhits if telling[self.q_pos[qi]]]
+                qlex_rank = _rank_groups([self.q_pos[qi] for qi, _s in qhits], self.q_group)
+        else:
+            lex_weight = qlex_weight = 0.0
         c = self.config
         fused: dict[int, float] = {}
         for g, r in dense_rank.items():
@@ -467,7 +474,19 @@ class Searcher:
                 telling |= has
         return telling if rare else None
 
-    def _dense(self, qvec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _first_stage(self, text: str, qvec: np.ndarray | None, k: int, lexical: list) -> tuple[np.ndarray | None, list]:
+        """The ANN candidates (``k`` > 0) and the lexical legs' hits (a request per leg, None: not run), from
+        the bundle's one-call first stage when it has one (Postgres: one statement), else one by one."""
+        asked = [r for r in lexical if r is not None]
+        if self.bundle.first_stage is not None and (k or asked):
+            ids, got = self.bundle.first_stage(text, qvec, k, asked)
+        else:
+            ids = self.bundle.store.candidates(qvec, k) if k else None
+            got = [self.bundle.lexical.search(text, limit=lim, rowids=rowids, table=t) for t, lim, rowids in asked]
+        it = iter(got)
+        return ids, [next(it) if r is not None else [] for r in lexical]
+
+    def _dense(self, qvec: np.ndarray, ann_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(score, centred score, z) per passage.
 
         score: mean of the passage cosine and its title/heading cosine (passage cosine alone where there is
@@ -477,7 +496,7 @@ class Searcher:
         """
         pool = None
         if len(self.vectors) > self.config.exact_limit:  # large KB: the ANN index proposes, exact scores decide
-            ids = self.bundle.store.candidates(qvec, self.config.candidates * 4)
+            ids = ann_ids if ann_ids is not None else self.bundle.store.candidates(qvec, self.config.candidates * 4)
             pool = np.union1d(ids, np.concatenate(list(self.lang_samples.values())))
         score = passage_scores(qvec, self.vectors, self.query_style, self.headings, self.has_heading,
                                self.config.heading_weight * self.heading_share, self.config.query_style_weight,

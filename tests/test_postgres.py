@@ -195,6 +195,129 @@ def test_same_ranking_as_the_faiss_backend(pg_cluster, built_index, st_encoder, 
     assert total and hits / total >= 0.99, (hits, total)
 
 
+def _random_index(primary: str, standby: str, n: int = 4000, dim: int = 64, hnsw=None, seed: int = 0):
+    """A version of n model-free passages: vectors from 40 random clusters (real embeddings cluster by topic
+    and language), 10 passages an article. Returns (PgIndex, vectors, rng)."""
+    import datetime as dt
+
+    from kb.articles import Article
+    from kb.passages import Passage
+    from kb.pgindex import PgIndex, prepared_from
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(40, dim))
+    vecs = centres[rng.integers(0, 40, n)] + rng.normal(scale=0.6, size=(n, dim))
+    vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+    arts = [Article(id=f"r-{a:04d}", lang="en", title="", topics=["customs"], countries=["*"], audience="public",
+                    updated=dt.date(2026, 1, 1), body="x", path=f"r-{a:04d}") for a in range(n // 10)]
+    passages = [Passage(id=f"r-{i // 10:04d}#{i % 10}", article_id=f"r-{i // 10:04d}", lang="en",
+                        group=f"r-{i // 10:04d}", title="", heading_path=[], anchor="", text=f"passage {i}")
+                for i in range(n)]
+    index = PgIndex(Cluster(primary, [standby]), hnsw=hnsw)
+    index.publish(prepared_from(arts, passages, vecs, np.zeros_like(vecs)), HashEncoder(dim))
+    return index, vecs, rng, centres
+
+
+def test_hnsw_recall_on_random_vectors_with_the_default_settings(pg_db):
+    """pgvector HNSW with the shipped HnswConfig (build and search) finds the exact top 10 by inner product
+    for >= 99% of queries' rows, on 4,000 model-free clustered vectors: as a LIMIT 10 query and as the
+    searcher's candidate query (LIMIT 800, its 10 nearest)."""
+    primary, standby = pg_db
+    index, vecs, rng, centres = _random_index(primary, standby)
+    bundle = index.open()
+    assert bundle.manifest["hnsw"]["m"] == index.hnsw.m
+    queries = centres[rng.integers(0, 40, 100)] + rng.normal(scale=0.6, size=(100, vecs.shape[1]))
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    for k in (10, 800):
+        hits = 0
+        for q in queries:
+            exact = set(np.argsort(-(vecs @ q), kind="stable")[:10].tolist())
+            scores, rows = bundle.store.search(q, k)
+            assert len(rows) == k and np.all(np.diff(scores) <= 1e-6)  # k rows, best first
+            hits += len(exact & set(rows[:10].tolist()))
+        assert hits / (10 * len(queries)) >= 0.99, (k, hits)
+
+
+def test_hnsw_settings_reach_the_build_and_the_reading_session(pg_db):
+    """m / ef_construction reach CREATE INDEX; ef_search (a multiple of k, capped at pgvector's 1000) and the
+    iterative scan reach the session of the connection the search ran on; bad settings name their variable."""
+    from kb.pgindex import HnswConfig
+
+    primary, standby = pg_db
+    cfg = HnswConfig(m=12, ef_construction=64, ef_search_factor=4, iterative_scan="relaxed_order",
+                     max_scan_tuples=5000)
+    index, vecs, _rng, _c = _random_index(primary, standby, n=600, hnsw=cfg)
+    version = index.current()
+    opts = _query(primary, "SELECT c.reloptions FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                  "JOIN pg_am a ON a.oid = c.relam WHERE a.amname = 'hnsw' AND c.relnamespace = %s::regnamespace",
+                  (version,))
+    assert opts and all(sorted(o[0]) == ["ef_construction=64", "m=12"] for o in opts), opts
+    bundle = index.open()
+
+    def session(conn) -> tuple:
+        return tuple(conn.execute(f"SHOW {name}").fetchone()[0]
+                     for name in ("hnsw.ef_search", "hnsw.iterative_scan", "hnsw.max_scan_tuples"))
+
+    _scores, rows = bundle.store.search(vecs[0], 30)
+    assert rows[0] == 0 and index.cluster.read(session) == ("120", "relaxed_order", "5000")
+    ids, _ = bundle.first_stage("", vecs[1], 400, [])
+    assert 1 in ids and index.cluster.read(session)[0] == "1000"  # 4 x 400 capped
+    assert HnswConfig.from_env({"KB_PG_HNSW_EF_SEARCH_FACTOR": "2.5"}).ef_search(100) == 250
+    # iterative scan off: only ef_search is set (pgvector before 0.8 has no hnsw.iterative_scan)
+    assert HnswConfig(ef_search_factor=2, ef_search_min=40).settings(10) == (("hnsw.ef_search", "40"),)
+    with pytest.raises(ValueError, match="KB_PG_HNSW_ITERATIVE_SCAN"):
+        HnswConfig.from_env({"KB_PG_HNSW_ITERATIVE_SCAN": "sideways"})
+    with pytest.raises(ValueError, match="KB_PG_HNSW_M"):
+        HnswConfig.from_env({"KB_PG_HNSW_M": "many"})
+    with pytest.raises(ValueError, match="KB_PG_HNSW_EF_CONSTRUCTION"):
+        HnswConfig(m=32, ef_construction=40)
+
+
+def test_a_search_is_one_statement_and_its_log_one_insert(pg_db, tmp_path, monkeypatch):
+    """Round trips per search: the ANN candidates and both lexical legs in ONE statement on a replica, the
+    search log ONE autocommit INSERT on the primary (committed when it returns: the row is there)."""
+    import psycopg
+
+    from kb.pgindex import PgIndex
+    from kb.pgindex import build as pg_build
+    from kb.search import Filters, SearchConfig, Searcher
+
+    primary, standby = pg_db
+    enc = HashEncoder()
+    pg_build(_articles(tmp_path / "articles"), PgIndex(Cluster(primary)), enc)
+    searcher = Searcher(PgIndex(Cluster(primary, [standby])).open(), enc, SearchConfig(exact_limit=0))
+    calls: list[str] = []
+    real, real_tx = psycopg.Connection.execute, psycopg.Connection.transaction
+
+    def counted(self, query, *a, **kw):
+        if threading.current_thread() is me:  # not the service's pointer watcher
+            calls.append(str(query))
+        return real(self, query, *a, **kw)
+
+    def counted_tx(self, *a, **kw):
+        if threading.current_thread() is me:
+            calls.append("BEGIN ... COMMIT")
+        return real_tx(self, *a, **kw)
+
+    me = threading.current_thread()
+
+    searcher.search("perfume customs marker2", Filters(), snippets=False)  # connect, register vector, settings
+    monkeypatch.setattr(psycopg.Connection, "execute", counted)
+    monkeypatch.setattr(psycopg.Connection, "transaction", counted_tx)
+    res = searcher.search("perfume customs marker3", Filters(), snippets=False)
+    assert res["results"][0]["article_id"] == "pg-article-3"
+    assert len(calls) == 1 and "<#>" in calls[0] and "postings" in calls[0], calls
+
+    app = _pg_app(primary, standby, tmp_path, enc)
+    client = app.test_client()
+    assert client.get("/api/v1/search?q=perfume%20marker1").status_code == 200  # warm
+    calls.clear()
+    body = client.get("/api/v1/search?q=perfume%20customs%20marker2").get_json()
+    inserts = [c for c in calls if c.startswith("INSERT INTO searches")]
+    assert len(calls) == 2 and len(inserts) == 1, calls  # the lexical legs' statement + the log line
+    assert _query(primary, "SELECT count(*) FROM searches WHERE id = %s", (body["search_id"],)) == [(1,)]
+
+
 # ---------------------------------------------------------------------------- analytics: same reports
 
 
