@@ -197,6 +197,7 @@ def run_eval(args: argparse.Namespace) -> int:
         searcher.config.query_style_weight = args.query_style_weight
     if getattr(args, "question_weight", None) is not None:
         searcher.config.question_weight = args.question_weight
+        searcher.config.question_weights = {}  # one weight for every language
     if getattr(args, "lexical_gate", None):
         searcher.config.lexical_gate = args.lexical_gate
     if getattr(args, "lexical_weights", None):
