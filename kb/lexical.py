@@ -4,7 +4,7 @@ FTS5's unicode61 tokenizer is told to keep combining marks (vowel signs, viramas
 FTS5_TOKENIZER), but Indic text arrives in several equivalent encodings. So text is normalised here first,
 identically for passages and queries: Unicode NFC, old-style Malayalam chillu sequences (consonant + virama
 + ZWJ) and atomic chillu letters both mapped to consonant + virama, remaining ZWJ/ZWNJ removed, Amharic
-homophone letter series folded, case folded. Query terms become prefix terms with trailing vowel
+homophone letter series folded (and ዉ -> ው, u-form + ዋ -> the labialised letter), case folded. Query terms become prefix terms with trailing vowel
 signs/viramas dropped, so a stem finds its common inflected forms (पार्सल → पार्सलों, பார்சல் → பார்சலை).
 """
 
@@ -33,6 +33,20 @@ ETHIOPIC_FOLD = {
     **{0x1340 + i: 0x1338 + i for i in range(8)},
 }
 ETHIOPIC_FOLD.update({0x1203: 0x1200, 0x1213: 0x1200, 0x1283: 0x1200, 0x12A3: 0x12A0, 0x12D3: 0x12A0})
+# ዉ ("wu") is widely written for ው ("w"): ነዉ / ነው, ዉስጥ / ውስጥ (118 times in this knowledge base's text)
+ETHIOPIC_FOLD[0x12C9] = 0x12CD
+# A labialised syllable is also spelt as its consonant's u-form + ዋ (ሉዋ for ሏ, ኩዋ for ኳ): one letter.
+# the velars (and ሀ, whose hwa is ኋ) have a letter of their own, the other rows their eighth letter
+_WA = {0x1200: 0x128B, 0x1240: 0x124B, 0x12A8: 0x12B3, 0x1308: 0x1313, 0x12B8: 0x12C3}
+LABIALISED = regex.compile("([\u1201-\u1351])\u12CB")
+
+
+def _labialised(m: regex.Match) -> str:
+    cp = ord(m.group(1))
+    base = cp - 1
+    if (cp - 0x1200) % 8 != 1 or base in (0x12A0, 0x12C8, 0x12E8):  # u-form of a row with a wa-form
+        return m.group(0)
+    return chr(_WA.get(base, base + 7))
 STOPWORDS = frozenset(
     "a an and are as at be by can do does for from how i if in is it its me my of on or our the this to was what "
     "when where which who why will with you your".split()
@@ -45,7 +59,10 @@ def normalize(text: str) -> str:
     for ch, base in CHILLU.items():
         if ch in text:
             text = text.replace(ch, base + VIRAMA)
-    return text.translate(ZW).translate(ETHIOPIC_FOLD).casefold()
+    text = text.translate(ZW).translate(ETHIOPIC_FOLD)
+    if "\u12cb" in text:
+        text = LABIALISED.sub(_labialised, text)
+    return text.casefold()
 
 
 def tokenize(text: str) -> list[str]:

@@ -70,3 +70,15 @@ def test_kb_eval_labelled_set_reports_per_language_and_cross_lingual(built_index
     for lang in ("am", "ta"):
         assert pooled["modes"]["hybrid"]["per_lang"][lang]["mrr@10"] >= \
             authors["modes"]["hybrid"]["per_lang"][lang]["mrr@10"]
+
+
+def test_romanized_amharic_is_read_in_ethiopic_letters(searcher):
+    model, lexical = searcher.query_texts("kasa lemeteyek sint ken alegn?")
+    assert model == "ካሳ ለመተየክ ስንት ከን አለኝ?"
+    assert lexical == "kasa lemeteyek sint ken alegn? ካሳ ለመተየክ ስንት ከን አለኝ?"  # BM25: both forms
+    assert searcher.query_text("power bank be courier mlak yichalal?") == "power bank በ courier ምላክ ይቻላል?"
+    # English, and Amharic in its own letters (homophone letters folded for the model), are not transliterated
+    assert searcher.query_text("where is my parcel") == "where is my parcel"
+    assert searcher.query_text("ዕቃዬ የት ነዉ?") == "እቃዬ የት ነው?"
+    res = searcher.search("telebirr be gumruk kefya hone? kefyaw ende mikefel", Filters())
+    assert "pay-duties-online" in [r["group"] for r in res["results"][:3]]
