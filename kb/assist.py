@@ -166,11 +166,13 @@ def assist(searcher: Searcher, text: str, lang: str | None = None, limit: int = 
     # less surely than the words of the problem itself, and the articles for it exist in English.
     kinds = [query for rx, query in PROBLEM_KINDS.values() if rx.search(text)] if groups else []
     for g in groups + kinds:
-        res = searcher.search(g, Filters(audience=audience), limit=8, guess=guess if g in groups else None)
+        own = g in groups
+        res = searcher.search(g, Filters(audience=audience), limit=8, guess=guess if own else None)
         for rank, r in enumerate(res["results"]):
             key = r["group"]
             fused[key] = fused.get(key, 0.0) + 1.0 / (60 + rank + 1)
-            if key not in cards or r["dense_score"] > cards[key]["dense_score"]:
+            # the English problem query only votes: the card shown stays the ticket's language version
+            if key not in cards or (own and r["dense_score"] > cards[key]["dense_score"]):
                 cards[key] = r
     # a ticket naming a country: its country guide is a good extra suggestion, never ahead of the answer to
     # the question (the bonus is worth several ranks, so it must not decide the first place); other

@@ -574,7 +574,7 @@ def test_fallback_label_and_more_results(live, new_page):
     _pin_confidence(page, False)
     page.goto(live.url + "/")
     assert page.locator("html").get_attribute("lang") == "hi"
-    _search(page, "मेरा खाता कैसे बनाएं और पासवर्ड कैसे बदलें", type_it=False)  # account articles are English-only
+    _search(page, "बिज़नेस अकाउंट के लिए आवेदन कैसे करें", type_it=False)  # account articles are English-only
     fallback = page.locator("#results .fallback:not([hidden])")
     assert fallback.count() > 0
     assert fallback.first.inner_text() == "अंग्रेज़ी में दिखाया गया — हिन्दी संस्करण अभी उपलब्ध नहीं है"
