@@ -35,10 +35,10 @@ class LocalPgError(RuntimeError):
     """The local server could not be set up or started (the message includes the server log's tail)."""
 
 
-def free_port(exclude: tuple[int, ...] = ()) -> int:
+def free_port(exclude: tuple[int, ...] = (), default_range: str = "") -> int:
     """A free 127.0.0.1 port: from ``KB_PORT_RANGE`` ("9100-9199") when set (sessions sharing one machine
-    keep to their own ranges), else any the kernel offers."""
-    lo_hi = os.environ.get("KB_PORT_RANGE", "").strip()
+    keep to their own ranges), else from ``default_range``, else any the kernel offers."""
+    lo_hi = os.environ.get("KB_PORT_RANGE", "").strip() or default_range
     if not lo_hi:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

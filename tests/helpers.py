@@ -37,21 +37,11 @@ def api_service(index_dir: Path, encoder):
     return service
 
 
-PORTS = range(9300, 9400)  # the ports this suite's real servers may take
-
-
 def free_port() -> int:
-    """A free 127.0.0.1 port from PORTS."""
-    import socket
+    """A free 127.0.0.1 port for this suite's real servers: 9300-9399 unless KB_PORT_RANGE says otherwise."""
+    from kb.pglocal import free_port as pick
 
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
+    return pick(default_range="9300-9399")
 
 
 class KBServer:
