@@ -150,15 +150,25 @@ class LexicalIndex:
         if not terms or table not in self.TABLES:
             return []
         sql = f"SELECT rowid, -bm25({table}) FROM {table} WHERE {table} MATCH ? ORDER BY bm25({table}) LIMIT ?"
-        fetch = limit if rowids is None else max(limit * 5, 500)
         try:
             with self._lock:
-                rows = self._db.execute(sql, (" OR ".join(terms), fetch)).fetchall()
+                rows = self._db.execute(sql, (" OR ".join(terms), pool_size(limit, rowids))).fetchall()
         except sqlite3.OperationalError:
             return []
-        if rowids is not None:
-            rows = [r for r in rows if r[0] in rowids]
-        return [(int(r), float(s)) for r, s in rows[:limit]]
+        return restrict(rows, limit, rowids)
+
+
+def pool_size(limit: int, rowids: set[int] | None) -> int:
+    """Rows a search restricted to ``rowids`` fetches before filtering (best matches first, then filtered):
+    one rule for every backend (kb.pgindex too), so they rank alike."""
+    return limit if rowids is None else max(limit * 5, 500)
+
+
+def restrict(rows: list[tuple[int, float]], limit: int, rowids: set[int] | None) -> list[tuple[int, float]]:
+    """The best ``limit`` of ``rows`` (best first) among ``rowids`` (None: all), as (rowid, score)."""
+    if rowids is not None:
+        rows = [r for r in rows if r[0] in rowids]
+    return [(int(r), float(s)) for r, s in rows[:limit]]
 
 
 # Highlighting (kb.search snippets) marks the words the lexical leg matched, minus function words: a

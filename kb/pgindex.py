@@ -47,7 +47,7 @@ from .ann import VectorStore
 from .articles import Article
 from .embedder import Encoder
 from .index import FORMAT_VERSION, KEEP_BUNDLES, BuildReport, Bundle, BundleError, Prepared, prepare
-from .lexical import query_terms, tokenize
+from .lexical import pool_size, query_terms, restrict, tokenize
 from .passages import Passage
 from .pg import Cluster, with_vector
 
@@ -297,17 +297,8 @@ def first_stage_sql(version: str, dense: bool, lexical: bool) -> str:
 LexRequest = tuple[str, int, "set[int] | None"]  # (table, limit, rowids allowed or None): kb.lexical's search()
 
 
-def _lex_fetch(limit: int, rowids: set[int] | None) -> int:
-    """Rows to fetch for a leg: ``rowids`` restricts the pool the way the FTS5 index does (best matches first,
-    then filtered), so both backends rank alike."""
-    return limit if rowids is None else max(limit * 5, 500)
-
-
 def _lex_hits(rows: list[tuple[int, float]], limit: int, rowids: set[int] | None) -> list[tuple[int, float]]:
-    rows = sorted(rows, key=lambda r: (-r[1], r[0]))  # ORDER BY score DESC, row
-    if rowids is not None:
-        rows = [r for r in rows if r[0] in rowids]
-    return [(int(r), float(s)) for r, s in rows[:limit]]
+    return restrict(sorted(rows, key=lambda r: (-r[1], r[0])), limit, rowids)  # ORDER BY score DESC, row
 
 
 class PgFirstStage:
@@ -321,7 +312,7 @@ class PgFirstStage:
                  lexical: Sequence[LexRequest]) -> tuple[np.ndarray | None, list[list[tuple[int, float]]]]:
         """(dense candidate rows, sorted, or None when ``k`` is 0; per lexical request its (rowid, score) hits)."""
         terms, prefix = query_lexemes(text)
-        legs = [(LEX_TABLES[t], _lex_fetch(lim, rowids)) for t, lim, rowids in lexical if t in LEX_TABLES]
+        legs = [(LEX_TABLES[t], pool_size(lim, rowids)) for t, lim, rowids in lexical if t in LEX_TABLES]
         dense = bool(k) and qvec is not None
         lex = bool(terms) and bool(legs)
         if not dense and not lex:
