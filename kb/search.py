@@ -241,6 +241,10 @@ class Searcher:
         self.p_article = np.array([self.article_index[(p["article_id"], p["lang"])] for p in self.passages] or [],
                                   dtype=np.int64)
         self.p_group = np.array([gidx[p["group"]] for p in self.passages] or [], dtype=np.int64)
+        # passages of each article: a card's confidence reads two articles' rows, not a mask over every passage
+        # (np.isin per card was ~4% of a search with 50 ranked cards)
+        by_article = np.argsort(self.p_article, kind="stable")
+        self.article_passages = np.split(by_article, np.cumsum(np.bincount(self.p_article, minlength=len(arts)))[:-1])
         self.p_lang = np.array([p.get("lex_lang") or p["lang"] for p in self.passages] or [], dtype=object)
         self.vectors = self._vectors(n)
         # article questions (row i of the bundle = FTS rowid i) and out-of-scope examples (group None)
@@ -609,8 +613,10 @@ class Searcher:
         """(confidence, features) of group ``g`` shown as article ``ai`` (see Calibration)."""
         # confidence from the version shown and its source only: a translation in a third language can
         # stand out by chance, and the card does not show it
-        conf_sel = p_mask & np.isin(self.p_article, [ai] + ([source] if source is not None else []))
-        best_z = float(zscores[conf_sel].max()) if conf_sel.any() else 0.0
+        rows = self.article_passages[ai] if source is None or source == ai else \
+            np.concatenate([self.article_passages[ai], self.article_passages[source]])
+        rows = rows[p_mask[rows]]
+        best_z = float(zscores[rows].max()) if len(rows) else 0.0
         feats = {"z": best_z}
         if qfeat is not None and group_sem is not None and np.isfinite(group_sem[g]):
             feats["gz"] = (float(group_sem[g]) - qfeat["g_mu"]) / qfeat["g_sd"]

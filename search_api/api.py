@@ -521,8 +521,12 @@ def readyz():
     if not service.ready:
         raise APIError(503, "unavailable", f"index not loaded: {service.last_error or 'loading'}")
     s = service.searcher
-    return jsonify({"status": "ready", "bundle": s.bundle.name, "articles": sum(
-        1 for a in s.articles if _audience() != "public" or a["audience"] == "public"), "model": s.encoder.model_id})
+    out = {"status": "ready", "bundle": s.bundle.name, "articles": sum(
+        1 for a in s.articles if _audience() != "public" or a["audience"] == "public"), "model": s.encoder.model_id}
+    stats = getattr(service.encoder, "stats", None)
+    if g.role != "public" and stats is not None:  # operators' figure; the public probe says only "ready"
+        out["query_cache"] = stats()
+    return jsonify(out)
 
 
 @bp.get("/openapi.json")

