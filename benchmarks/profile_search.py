@@ -90,7 +90,7 @@ def main() -> int:
     timed(S, "_snippet", "snippets")
     timed(S, "_best_sentence", "  of which cross-lingual sentence encoding")
     timed(S, "search", "Searcher.search total")
-    timed(SQLiteStore, "record_search", "analytics INSERT (fsync)")
+    timed(SQLiteStore, "record_search", "analytics INSERT (search log)")
     timed(api, "jsonify", "JSON response")
     timed(flask.Flask, "full_dispatch_request", "Flask request total")
 
