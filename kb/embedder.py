@@ -606,8 +606,8 @@ class OnnxEncoder(Encoder):
     One session per process; every call runs on its caller's thread alone (intra-op threads 1 by
     default, KB_ONNX_THREADS to change), so gunicorn's threads encode in parallel without oversubscribing
     the cores. Batches are bucketed by token length, so short texts are not padded to the longest. Token ids
-    come from kb.tokenizer (the same ids as tokenizer.json, ~60 MB less than `tokenizers`' trie of the vocabulary
-    needs) and become vectors through the word-embedding table's rows (EmbeddingRows).
+    come from kb.tokenizer (the same ids as tokenizer.json in ~60 MB, where `tokenizers`' trie of the vocabulary
+    took ~280) and become vectors through the word-embedding table's rows (EmbeddingRows).
     """
 
     def __init__(self, variant: str = "fp32", cache_dir: Path | None = None, num_threads: int | None = None,
