@@ -292,22 +292,25 @@ def hnsw_recall(name: str, faiss_bundle, pg_bundle, qvecs: np.ndarray) -> None:
         print(line)
 
 
-def sweep_variant(spec: str) -> tuple[int, int, bool]:
-    """``m:ef_construction[:shuffled]`` -> (m, ef_construction, shuffled)."""
+def sweep_variant(spec: str) -> tuple[int, int, str]:
+    """``m:ef_construction[:shuffled|:copy]`` -> (m, ef_construction, row order of the copy; "" = the version's
+    own index when m and ef_construction are the version's)."""
     parts = spec.split(":")
-    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "shuffled"):
-        raise argparse.ArgumentTypeError(f"{spec!r}: expected m:ef_construction or m:ef_construction:shuffled")
-    return int(parts[0]), int(parts[1]), len(parts) == 3
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("shuffled", "copy")):
+        raise argparse.ArgumentTypeError(f"{spec!r}: expected m:ef_construction[:shuffled|:copy]")
+    return int(parts[0]), int(parts[1]), parts[2] if len(parts) == 3 else ""
 
 
 def hnsw_sweep(name: str, pg_bundle, primary: str, standby: str, qvecs: np.ndarray,
-               variants: list[tuple[int, int, bool]], k: int) -> None:
+               variants: list[tuple[int, int, str]], k: int, efs: list[int], iterative: bool) -> None:
     """recall@10 against exact and p50 latency of pgvector HNSW over the passage vectors, for each index build
     (m, ef_construction, insertion order) x search setting (ef_search, iterative scan): a LIMIT 10 query, and
     the searcher's candidate query (LIMIT k; its 10 nearest). Each variant is a copy of the passage vectors in
     schema hnsw_sweep (kept for reruns), indexed after the copy as a build does; "shuffled" copies the rows in
     a random order (setseed 0.5), so the HNSW build inserts them in that order, not the version's (the KB
-    first, then the synthetic passages by language). Queries go to the standby, as `kb serve`'s reads do."""
+    first, then the synthetic passages by language); "copy" copies them in the version's order (the control:
+    a copy of only pos and embedding, built in the sweep's session). Queries go to the standby, as `kb
+    serve`'s reads do."""
     import psycopg
     from pgvector.psycopg import register_vector
 
@@ -319,31 +322,31 @@ def hnsw_sweep(name: str, pg_bundle, primary: str, standby: str, qvecs: np.ndarr
         c.execute("CREATE SCHEMA IF NOT EXISTS hnsw_sweep")
         c.execute("SET synchronous_commit = remote_apply")
         c.execute("SET maintenance_work_mem = '1GB'")
-        for m, efc, shuffled in variants:
-            table = f"hnsw_sweep.{v}_m{m}_ef{efc}" + ("_shuffled" if shuffled else "")
-            if (m, efc, shuffled) == (*own, False):
+        for m, efc, order in variants:
+            table = f"hnsw_sweep.{v}_m{m}_ef{efc}" + (f"_{order}" if order else "")
+            if (m, efc, order) == (*own, ""):
                 continue
             if c.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:
                 t0 = time.perf_counter()
                 c.execute("SELECT setseed(0.5)")
-                c.execute(f"CREATE TABLE {table}_tmp AS SELECT pos, embedding FROM {v}.passages"
-                          + (" ORDER BY random()" if shuffled else ""))
+                c.execute(f"CREATE TABLE {table}_tmp AS SELECT pos, embedding FROM {v}.passages ORDER BY "
+                          + ("random()" if order == "shuffled" else "pos"))
                 c.execute(f"CREATE INDEX ON {table}_tmp USING hnsw (embedding vector_ip_ops) "
                           f"WITH (m = {m}, ef_construction = {efc})")
                 c.execute(f"ALTER TABLE {table}_tmp RENAME TO {table.split('.')[1]}")
-                print(f"  {name:8} hnsw m={m} ef_construction={efc}{' shuffled' if shuffled else ''}: index built "
+                print(f"  {name:8} hnsw m={m} ef_construction={efc} {order}: index built "
                       f"in {time.perf_counter() - t0:.0f} s", flush=True)
-    settings = [(ef, "off", 0) for ef in (40, 100, 200, 400, 800)]
-    settings += [(ef, "relaxed_order", mst) for ef in (100, 400) for mst in (20_000,)]
+    settings = [(ef, "off", 0) for ef in efs]
+    settings += [(ef, "relaxed_order", mst) for ef in (100, 400) for mst in (20_000,)] if iterative else []
     with psycopg.connect(standby, autocommit=True) as c:
         register_vector(c)
-        for m, efc, shuffled in variants:
-            table = f"{v}.passages" if (m, efc, shuffled) == (*own, False) else \
-                f"hnsw_sweep.{v}_m{m}_ef{efc}" + ("_shuffled" if shuffled else "")
+        for m, efc, order in variants:
+            table = f"{v}.passages" if (m, efc, order) == (*own, "") else \
+                f"hnsw_sweep.{v}_m{m}_ef{efc}" + (f"_{order}" if order else "")
             for ef, it, mst in settings:
                 c.execute("SELECT set_config('hnsw.ef_search', %s, false), set_config('hnsw.iterative_scan', %s, "
                           "false), set_config('hnsw.max_scan_tuples', %s, false)", (str(ef), it, str(mst or 20000)))
-                line = f"  {name:8} m={m:2} efc={efc:3}{' shuffled' if shuffled else ''} ef_search={ef:4} iterative={it:13}"
+                line = f"  {name:8} m={m:2} efc={efc:3} {order or 'version':8} ef_search={ef:4} iterative={it:13}"
                 for limit in sorted({10, 100, 200, k}):
                     if it == "off" and limit > ef and limit != 10:
                         line += f" | LIMIT {limit}: (ef_search < LIMIT)"
@@ -522,14 +525,19 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--no-http", action="store_true", help="skip the kb serve runs")
+    ap.add_argument("--recall-only", action="store_true", help="HNSW recall (and --sweep) only: no searcher runs")
     ap.add_argument("--only-large", action="store_true", help="skip the bundled KB's size (measure --size only)")
     ap.add_argument("--faiss-dir", default=tempfile.gettempdir(), help="where the FAISS indexes are kept for reruns")
     ap.add_argument("--corpus", choices=("real", "pairs"), default="real",
                     help="synthetic passages: real (every one embedded by the model) or pairs (sums of pairs)")
     ap.add_argument("--corpus-encoder", default="onnx-int8", help="encoder of the synthetic passages")
     ap.add_argument("--sweep", type=lambda s: [sweep_variant(x) for x in s.split(",") if x], default=[],
-                    help="HNSW builds m:ef_construction[:shuffled],... to compare (recall and latency per search "
-                    "setting; shuffled: rows in random physical order, so the build inserts them in that order)")
+                    help="HNSW builds m:ef_construction[:shuffled|:copy],... to compare (recall and latency per search "
+                    "setting; shuffled: a copy in random physical order, so the build inserts them in that order; "
+                    "copy: a copy in the version's order)")
+    ap.add_argument("--sweep-ef", type=lambda s: [int(x) for x in s.split(",") if x], default=[40, 100, 200, 400, 800],
+                    help="hnsw.ef_search values the sweep measures")
+    ap.add_argument("--sweep-iterative", action="store_true", help="the sweep also measures iterative scans")
     ap.add_argument("--ann-candidates", type=lambda s: [int(x) for x in s.split(",") if x], default=[],
                     help="also measure the searcher with these ANN candidate counts (top-10 recall, in-process p50)")
     ap.add_argument("--build-encoder", default="st", help="encoder of the KB's passages (kb build's default: st; "
@@ -586,8 +594,11 @@ def main() -> int:
             index, primary, standby = pg_index(cluster, f"kb_bench_{tag}", prep, encoder)
             pb = index.open(model_checksum=encoder.checksum)
             hnsw_recall(name, fb, pb, qvecs)
-            if args.sweep:
-                hnsw_sweep(name, pb, primary, standby, qvecs, args.sweep, SearchConfig().ann_candidates)
+            if args.recall_only:
+                if args.sweep:
+                    hnsw_sweep(name, pb, primary, standby, qvecs, args.sweep, SearchConfig().ann_candidates,
+                               args.sweep_ef, args.sweep_iterative)
+                continue
             searcher_recall(name, pb, encoder, queries, qvecs)
             searchers = {"faiss": Searcher(fb, encoder), "postgres": Searcher(pb, encoder)}
             inprocess(name, searchers, queries, qvecs)
@@ -602,6 +613,9 @@ def main() -> int:
                       "postgres": PostgresStore(index.cluster)}
             breakdown(name, searchers, stores, queries, qvecs)
             del searchers, stores
+            if args.sweep:
+                hnsw_sweep(name, pb, primary, standby, qvecs, args.sweep, SearchConfig().ann_candidates, args.sweep_ef,
+                           args.sweep_iterative)
             del fb, pb
             if not args.no_http:
                 http_runs(name, {"faiss": (["--index", str(fdir)], {}),
