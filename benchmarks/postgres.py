@@ -16,8 +16,7 @@ vectors in KB_BENCH_DIR/corpus-embcache.sqlite; the built indexes are kept in --
   costs model time: ~15-50 texts/s on this 2-core machine, depending on length and load.
 - ``pairs`` (the corpus of the first figures): the sets' documents, embedded, plus sums of pairs of two of
   them of one language (the texts joined, the normalised sum of their vectors) up to n: no model time, but
-  every vector then lies in the span of ~9,000, hub-like, unlike any real passage, and the KB's passages
-  (another distribution, 1% of the rows, inserted first) form an island HNSW rarely enters.
+  every vector then lies in the span of ~9,000, hub-like, unlike any real passage.
 
 Synthetic passages have no title or heading and no `query: ` vector (their passage vector stands in).
 Languages are the KB's ISO 639-1 codes (FLORES "mal_Mlym" and Tatoeba "mal" -> "ml").
@@ -233,7 +232,7 @@ def faiss_index(prep: Prepared, encoder, directory: Path, store: str) -> Path:
     return directory
 
 
-def pg_index(cluster, database: str, prep: Prepared, encoder):
+def pg_index(cluster, database: str, prep: Prepared, encoder, rebuild: bool = False):
     """The Postgres version of ``prep`` in its own database (rebuilt only when it changed)."""
     import psycopg
 
@@ -247,6 +246,8 @@ def pg_index(cluster, database: str, prep: Prepared, encoder):
     primary, standby = cluster.primary.dsn_for(database), cluster.standby.dsn_for(database)
     index = PgIndex(Cluster(primary, [standby]))
     try:
+        if rebuild:
+            raise LookupError("--rebuild")
         v = index.current()
         counts = index.versions()[0]["counts"]
         hnsw = index.cluster.read(lambda c: c.execute("SELECT manifest->'hnsw' FROM kb_versions WHERE version = %s",
@@ -525,7 +526,9 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--no-http", action="store_true", help="skip the kb serve runs")
-    ap.add_argument("--recall-only", action="store_true", help="HNSW recall (and --sweep) only: no searcher runs")
+    ap.add_argument("--recall-only", action="store_true",
+                    help="recall only (HNSW, the searcher's top 10, --sweep): no latency or kb serve runs")
+    ap.add_argument("--rebuild", action="store_true", help="publish a new Postgres version even if one matches")
     ap.add_argument("--only-large", action="store_true", help="skip the bundled KB's size (measure --size only)")
     ap.add_argument("--faiss-dir", default=tempfile.gettempdir(), help="where the FAISS indexes are kept for reruns")
     ap.add_argument("--corpus", choices=("real", "pairs"), default="real",
@@ -591,10 +594,12 @@ def main() -> int:
             from kb.index import Bundle
 
             fb = Bundle.open(fdir, model_checksum=encoder.checksum)
-            index, primary, standby = pg_index(cluster, f"kb_bench_{tag}", prep, encoder)
+            index, primary, standby = pg_index(cluster, f"kb_bench_{tag}", prep, encoder, args.rebuild)
             pb = index.open(model_checksum=encoder.checksum)
             hnsw_recall(name, fb, pb, qvecs)
             if args.recall_only:
+                for k in [None, *args.ann_candidates]:
+                    searcher_recall(name, pb, encoder, queries, qvecs, k)
                 if args.sweep:
                     hnsw_sweep(name, pb, primary, standby, qvecs, args.sweep, SearchConfig().ann_candidates,
                                args.sweep_ef, args.sweep_iterative)
