@@ -19,13 +19,21 @@ pytestmark = pytest.mark.slow
 TRACKING = Path(__file__).parent / "data" / "tracking_queries.jsonl"
 
 
-@pytest.fixture(scope="module")
-def tracking_rates(searcher) -> dict:
-    queries = [json.loads(line) for line in TRACKING.read_text().splitlines() if line.strip()]
+HELDOUT = Path(__file__).parent / "data" / "tracking_queries_heldout.jsonl"
+
+
+def _rates(searcher, path: Path, audience: str) -> dict:
+    queries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     qrels = {q["id"]: q["relevant"] for q in queries}
-    rows = [{"ranked": [r["group"] for r in searcher.search(q["text"], Filters(), limit=10, snippets=False)["results"]]}
-            for q in queries]
+    rows = [{"ranked": [r["group"] for r in searcher.search(q["text"], Filters(audience=audience), limit=10,
+                                                            snippets=False)["results"]]} for q in queries]
     return target_rates(rows, queries, qrels, "track-your-shipment", 3)["rates"]
+
+
+@pytest.fixture(scope="module", params=["public", "internal"])
+def tracking_rates(request, searcher) -> dict:
+    """The help center's audience and the agents' (internal articles ranked too)."""
+    return _rates(searcher, TRACKING, request.param)
 
 
 def test_tracking_questions_find_the_tracking_article_in_the_top_3(tracking_rates):
@@ -33,9 +41,20 @@ def test_tracking_questions_find_the_tracking_article_in_the_top_3(tracking_rate
     # before this work (same command, main at 9e80d0d): 0.728 / 0.804 / 0.660
     assert overall["rate_grade2"]["n"] >= 80 and overall["rate_grade2"]["rate"] >= 0.90, overall
     assert overall["answered"]["rate"] >= 0.90, overall  # a full answer (any grade-2 article) in the top 3
-    assert overall["rate"]["rate"] >= 0.80, overall  # labelled at all, even where another article answers better
+    # the strict reading: every query that labels it at all, also where another article is the main answer
+    # ("held action required meaning" -> customs). main at 2e3b53e: public 0.868, internal 0.821
+    assert overall["rate"]["n"] >= 100 and overall["rate"]["rate"] >= 0.90, overall
     for lang in ("en", "ml", "bn", "ta", "am", "hi"):
         assert tracking_rates[lang]["answered"]["rate"] >= 0.75, (lang, tracking_rates[lang])
+
+
+@pytest.mark.parametrize("audience", ["public", "internal"])
+def test_held_out_tracking_questions_confirm_the_gain(searcher, audience):
+    """tests/data/tracking_queries_heldout.jsonl, written before the tracking article's status sections: the
+    strict rate went 0.851 -> 0.894 (public) and 0.872 -> 0.915 (internal). It guards that gain; it does not
+    claim the 0.90 bar, which the public figure misses by one query."""
+    overall = _rates(searcher, HELDOUT, audience)["OVERALL"]
+    assert overall["rate"]["n"] >= 45 and overall["rate"]["rate"] >= 0.88, overall
 
 
 @pytest.mark.parametrize("query, value, fmt", [
