@@ -157,3 +157,33 @@ def test_no_confident_answer_where_the_kb_has_none(searcher, query):
     res = searcher.search(query, Filters(), floor=True)
     assert res["no_confident_answer"], [(r["group"], r["confidence"]) for r in res["results"]]
     assert "declared-value-and-insurance" not in [r["group"] for r in res["results"]]
+
+
+def _flagged(searcher, path: Path, audience: str) -> tuple[float, float, int, int]:
+    """(share of no-answer queries flagged, share of answerable ones flagged, n no-answer, n answerable): a query
+    is flagged when the search says it has no confident answer (no card at or above the relevance floor)."""
+    queries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    flags = {q["id"]: searcher.search(q["text"], Filters(audience=audience), limit=10, snippets=False,
+                                      floor=True)["no_confident_answer"] for q in queries}
+    noans = [q["id"] for q in queries if not q["relevant"]]
+    answerable = [q["id"] for q in queries if q["relevant"]]
+
+    def rate(ids: list[str]) -> float:
+        return sum(flags[i] for i in ids) / len(ids) if ids else 0.0
+
+    return rate(noans), rate(answerable), len(noans), len(answerable)
+
+
+def test_no_answer_queries_are_flagged_at_few_answerable_flagged(searcher):
+    """Issue 15's confidence bar on the labelled set (the calibration was fitted on it: `kb eval --calibrate`
+    gives 0.941 at 4.0% with st queries, 0.922 at 4.9% in 5-fold cross-validation)."""
+    noans, answerable, n0, n1 = _flagged(searcher, Path(__file__).parent / "data" / "queries.jsonl", "internal")
+    assert n0 >= 50 and n1 >= 450
+    assert noans >= 0.90 and answerable <= 0.05, (noans, answerable)
+
+
+def test_out_of_scope_queries_written_after_the_fit_are_flagged(searcher):
+    """tests/data/no_answer_heldout_2.jsonl was written after the confidence model was fitted (kb eval: 0.929)."""
+    noans, _answerable, n0, _n1 = _flagged(searcher, Path(__file__).parent / "data" / "no_answer_heldout_2.jsonl",
+                                           "public")
+    assert n0 >= 40 and noans >= 0.90, noans
