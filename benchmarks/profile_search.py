@@ -75,24 +75,27 @@ def main() -> int:
     print(f"encoder: {type(enc).__name__}", file=sys.stderr)
 
     S = search.Searcher
-    timed(api, "validate_request", "OpenAPI + parameter validation")
-    timed(S, "detect", "language detection")
-    timed(search, "tracking_numbers", "tracking numbers")
-    timed(S, "query_texts", "query text (identifiers, romanized am)")
-    timed(S, "eligible", "filters (eligible mask)")
-    timed(S, "_telling_questions", "question BM25 word filter")
-    timed(type(enc), "encode_queries", "query encoding")
-    timed(S, "_first_stage", "BM25 FTS5 legs (+ANN first stage)")
-    timed(S, "_dense", "dense scores (numpy, all passages)")
-    timed(S, "_semantic", "group semantic score (questions)")
-    timed(S, "_query_features", "confidence query features (domain probe)")
-    timed(S, "_card_confidence", "card confidence")
-    timed(S, "_snippet", "snippets")
-    timed(S, "_best_sentence", "  of which cross-lingual sentence encoding")
-    timed(S, "search", "Searcher.search total")
-    timed(SQLiteStore, "record_search", "analytics INSERT (search log)")
-    timed(api, "jsonify", "JSON response")
-    timed(flask.Flask, "full_dispatch_request", "Flask request total")
+    for owner, name, label in [  # the stages timed, in request order
+        (api, "validate_request", "OpenAPI + parameter validation"),
+        (S, "detect", "language detection"),
+        (search, "tracking_numbers", "tracking numbers"),
+        (S, "query_texts", "query text (identifiers, romanized am)"),
+        (S, "eligible", "filters (eligible mask)"),
+        (S, "_telling_questions", "question BM25 word filter"),
+        (type(enc), "encode_queries", "query encoding"),
+        (S, "_first_stage", "BM25 FTS5 legs (+ANN first stage)"),
+        (S, "_dense", "dense scores (numpy, all passages)"),
+        (S, "_semantic", "group semantic score (questions)"),
+        (S, "_query_features", "confidence query features (domain probe)"),
+        (S, "_card_confidence", "card confidence"),
+        (S, "_snippet", "snippets"),
+        (S, "_best_sentence", "  of which cross-lingual sentence encoding"),
+        (S, "search", "Searcher.search total"),
+        (SQLiteStore, "record_search", "analytics INSERT (search log)"),
+        (api, "jsonify", "JSON response"),
+        (flask.Flask, "full_dispatch_request", "Flask request total"),
+    ]:
+        timed(owner, name, label)
 
     queries = [json.loads(line) for line in (ROOT / "tests/data/queries.jsonl").read_text().splitlines() if line.strip()]
     by_lang: dict[str, list[str]] = defaultdict(list)
