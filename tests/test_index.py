@@ -170,3 +170,19 @@ def test_hnsw_store_selectable(tmp_path):
     assert b.manifest["store"] == "hnsw"
     scores, ids = b.store.search(enc.encode_query("Topic 2 explains topic number 2"), 3)
     assert len(ids) == 3 and np.all(np.diff(scores) <= 1e-6)
+
+
+def test_auto_store_is_exact_up_to_the_limit_and_hnsw_above(tmp_path, monkeypatch):
+    import kb.ann
+
+    arts = make_tree(tmp_path, 6)
+    enc = HashEncoder()
+    build(arts, tmp_path / "small", enc)  # the default: auto
+    small = Bundle.open(tmp_path / "small")
+    assert small.manifest["store"] == "flat"
+    monkeypatch.setattr(kb.ann, "EXACT_LIMIT", small.manifest["counts"]["passages"] - 1)
+    build(arts, tmp_path / "large", enc)
+    large = Bundle.open(tmp_path / "large")
+    assert large.manifest["store"] == "hnsw" and type(large.store).__name__ == "HNSWStore"
+    q = enc.encode_query("Topic 2 explains topic number 2")
+    assert list(large.store.search(q, 3)[1]) == list(small.store.search(q, 3)[1])
