@@ -30,6 +30,15 @@ def nano_encoder():
 
 
 @pytest.fixture(scope="session")
+def query_encoder():
+    """The service's own query encoder (search_api.config ENCODER), so the suite ranks queries as the server does."""
+    from kb.embedder import load_encoder
+    from search_api.config import DEFAULTS
+
+    return load_encoder(DEFAULTS["ENCODER"])
+
+
+@pytest.fixture(scope="session")
 def built_index(tmp_path_factory, st_encoder) -> Path:
     """The bundled KB built with the real model (the embedding cache lives in the user cache dir)."""
     from kb.embedder import default_cache_dir
@@ -55,11 +64,11 @@ def built_index(tmp_path_factory, st_encoder) -> Path:
 
 
 @pytest.fixture(scope="session")
-def searcher(built_index, nano_encoder):
+def searcher(built_index, query_encoder):
     from kb.index import Bundle
     from kb.search import Searcher
 
-    return Searcher(Bundle.open(built_index, model_checksum=nano_encoder.checksum), nano_encoder)
+    return Searcher(Bundle.open(built_index, model_checksum=query_encoder.checksum), query_encoder)
 
 
 @pytest.fixture(scope="session")

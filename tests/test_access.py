@@ -27,8 +27,8 @@ GHOST = "zz-never-existed-zz"
 
 
 @pytest.fixture(scope="module")
-def kb_service(built_index, nano_encoder):
-    service = api_service(built_index, nano_encoder)
+def kb_service(built_index, query_encoder):
+    service = api_service(built_index, query_encoder)
     yield service
     service.stop()
 

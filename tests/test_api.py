@@ -37,12 +37,12 @@ RESULT_FIELDS = ("article_id", "lang", "title", "url", "passage", "snippet", "sc
 
 
 @pytest.fixture(scope="module")
-def kb_service(built_index, nano_encoder):
+def kb_service(built_index, query_encoder):
     from kb.embedder import CachedQueryEncoder
     from kb.service import KBService
 
     # as create_app builds it (QUERY_CACHE): a search re-encodes its query for cross-lingual snippets
-    service = KBService(built_index, encoder=CachedQueryEncoder(nano_encoder, 2048))
+    service = KBService(built_index, encoder=CachedQueryEncoder(query_encoder, 2048))
     service.load()
     yield service
     service.stop()
@@ -256,12 +256,12 @@ def test_readyz_shows_the_query_cache_hit_rate_to_keyed_callers(client, kb_servi
     assert "query_cache" not in client.get("/readyz").get_json()  # the public probe says only "ready"
 
 
-def test_readyz_503_before_index(tmp_path, nano_encoder):
+def test_readyz_503_before_index(tmp_path, query_encoder):
     from kb.service import KBService
 
     empty = tmp_path / "index"
     empty.mkdir()
-    service = KBService(empty, encoder=nano_encoder)
+    service = KBService(empty, encoder=query_encoder)
     app = _make_app(empty, tmp_path / "kb.sqlite3", service)
     c = app.test_client()
     assert c.get("/healthz").status_code == 200

@@ -240,8 +240,8 @@ def test_chat_and_plain_ticket_agree(searcher):
 # ---------------------------------------------------------------------------- API
 
 @pytest.fixture(scope="module")
-def client(built_index, nano_encoder, tmp_path_factory):
-    service = api_service(built_index, nano_encoder)
+def client(built_index, query_encoder, tmp_path_factory):
+    service = api_service(built_index, query_encoder)
     app = make_app(built_index, tmp_path_factory.mktemp("db") / "kb.sqlite3", service)
     key = app.extensions["kb_keys"].create("agent", "assist tests")
     yield app.test_client(), {"X-API-Key": key}

@@ -174,8 +174,8 @@ def crm() -> Iterator[LiveServer]:
 
 
 @pytest.fixture(scope="module")
-def live(built_index, nano_encoder, tmp_path_factory, crm) -> Iterator[LiveServer]:
-    srv = _start(built_index, tmp_path_factory.mktemp("pages-db") / "kb.sqlite3", nano_encoder, crm.url)
+def live(built_index, query_encoder, tmp_path_factory, crm) -> Iterator[LiveServer]:
+    srv = _start(built_index, tmp_path_factory.mktemp("pages-db") / "kb.sqlite3", query_encoder, crm.url)
     yield srv
     srv.stop()
 
@@ -189,7 +189,7 @@ def keys(live) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def xss_live(st_encoder, nano_encoder, tmp_path_factory) -> Iterator[LiveServer]:
+def xss_live(st_encoder, query_encoder, tmp_path_factory) -> Iterator[LiveServer]:
     """A second app over a two-article KB whose titles, headings and bodies carry script, event handlers and
     js: links; its analytics hold the same in queries and feedback comments, recorded through the API."""
     from kb.index import build
@@ -202,7 +202,7 @@ def xss_live(st_encoder, nano_encoder, tmp_path_factory) -> Iterator[LiveServer]
     from kb.search import SearchConfig
 
     # two articles: the calibration says nothing about them, so no relevance floor (every card is listed)
-    srv = _start(base / "index", base / "kb.sqlite3", nano_encoder, config=SearchConfig(relevance_floor=0.0))
+    srv = _start(base / "index", base / "kb.sqlite3", query_encoder, config=SearchConfig(relevance_floor=0.0))
     c = srv.app.test_client()
     for q in (XSS_QUERY, XSS_QUERY, XSS_TICKET, "[probe](javascript:window.__xss=41) parcel"):
         assert c.get("/api/v1/search", query_string={"q": q}, headers={"X-KB-Channel": "selfservice"}).status_code == 200

@@ -158,7 +158,7 @@ def test_reads_skip_a_failed_replica_then_use_the_primary(pg_db):
 
 
 @pytest.mark.slow
-def test_same_ranking_as_the_faiss_backend(pg_cluster, built_index, st_encoder, nano_encoder):
+def test_same_ranking_as_the_faiss_backend(pg_cluster, built_index, st_encoder, query_encoder):
     """The bundled KB with the real model: every labelled query gets the same cards, scores and
     confidences from both backends; with HNSW candidates forced (exact_limit 0) recall@10 stays >= 0.99."""
     from kb.index import Bundle, EmbeddingCache, prepare
@@ -174,12 +174,12 @@ def test_same_ranking_as_the_faiss_backend(pg_cluster, built_index, st_encoder, 
     assert prep.computed == 0
     index = PgIndex(Cluster(primary, [standby]))
     version, _ = index.publish(prep, st_encoder)
-    files = Searcher(Bundle.open(built_index, model_checksum=nano_encoder.checksum), nano_encoder)
-    pg = Searcher(index.open(version, model_checksum=nano_encoder.checksum), nano_encoder)
-    ann = Searcher(pg.bundle, nano_encoder, SearchConfig(exact_limit=0))
+    files = Searcher(Bundle.open(built_index, model_checksum=query_encoder.checksum), query_encoder)
+    pg = Searcher(index.open(version, model_checksum=query_encoder.checksum), query_encoder)
+    ann = Searcher(pg.bundle, query_encoder, SearchConfig(exact_limit=0))
     queries = [json.loads(line) for line in (ROOT / "tests/data/queries.jsonl").read_text().splitlines() if line]
     queries = queries[::3]
-    qvecs = nano_encoder.encode_queries([q["text"] for q in queries])
+    qvecs = query_encoder.encode_queries([q["text"] for q in queries])
     f = Filters(audience="internal")
     hits = total = 0
     for q, qv in zip(queries, qvecs, strict=True):

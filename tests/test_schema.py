@@ -34,8 +34,8 @@ STATUSES: Counter = Counter()  # (operation, status) over the whole module, for 
 
 
 @pytest.fixture(scope="module")
-def kb_service(built_index, nano_encoder):
-    service = api_service(built_index, nano_encoder)
+def kb_service(built_index, query_encoder):
+    service = api_service(built_index, query_encoder)
     yield service
     service.stop()
 

