@@ -2,7 +2,7 @@
 
 Two sizes: the bundled KB, and --size passages (default 100,000: the KB plus synthetic passages made from
 the shared evaluation sets' texts). Both backends get the same articles, passages and vectors, built here:
-a FAISS bundle (flat for the KB, HNSW above kb.search.EXACT_LIMIT) and a Postgres version (pgvector HNSW)
+a FAISS bundle (flat for the KB, HNSW above kb.ann.EXACT_LIMIT) and a Postgres version (pgvector HNSW)
 on a local primary + synchronous standby (kb.pglocal; reads go to the standby, as `kb serve` does).
 
 Synthetic passages (``--corpus``), made once and cached in KB_BENCH_DIR (default ~/.cache/kb/bench/), their
