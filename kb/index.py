@@ -47,11 +47,16 @@ class BuildReport:
     reused: int
     seconds: float
     languages: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, list[float]] = field(default_factory=dict)  # Prepared.timings
+    encoder: str = ""
 
     def summary(self) -> str:
         langs = ", ".join(f"{k} {v}" for k, v in sorted(self.languages.items()))
+        texts, secs = sum(n for n, _ in self.timings.values()), sum(s for _, s in self.timings.values())
+        rate = f" in {secs:.1f} s ({texts / secs:.1f} texts/s)" if texts and secs > 0 else ""
         return (f"built {self.bundle}: {self.articles} articles ({langs}), {self.passages} passages, "
-                f"embeddings computed {self.computed}, reused {self.reused}, {self.seconds:.1f} s")
+                f"embeddings computed {self.computed}{rate} with {self.encoder or 'the encoder'}, "
+                f"reused {self.reused}, {self.seconds:.1f} s")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -89,24 +94,34 @@ class EmbeddingCache:
 
 
 def embed_texts(texts: list[str], encoder: Encoder, cache: EmbeddingCache | None, as_query: bool = False,
-                progress: bool = False, batch: int = 128, desc: str = "embedding") -> tuple[np.ndarray, int, int]:
+                progress: bool = False, batch: int = 512, desc: str = "embedding",
+                timings: dict[str, list[float]] | None = None) -> tuple[np.ndarray, int, int]:
     """Vectors for texts, from the cache where possible. Returns (vectors, computed, reused).
 
     The cache key covers the prefix the text is embedded with, so query- and passage-style vectors of the
-    same text never mix.
+    same text never mix. Vectors cached by an equivalent runtime (Encoder.reuse_keys) count as reused. Texts to
+    embed go to the encoder in chunks of ``batch`` (each chunk cached as it is done), shortest first, so an
+    encoder's own length buckets are full. ``timings[desc]`` accumulates [texts computed, seconds].
     """
     marker = QUERY_PREFIX if as_query else ""  # passage keys predate the marker: keep them valid
     hashes = [hashlib.sha256((marker + t).encode()).hexdigest() for t in texts]
     known = cache.get_many(encoder.cache_key, list(set(hashes))) if cache else {}
+    for key in encoder.reuse_keys if cache else ():
+        missing = list({h for h in hashes if h not in known})
+        if not missing:
+            break
+        known.update(cache.get_many(key, missing))
     unique: list[int] = []
     pending: set[str] = set()
     for i, h in enumerate(hashes):
         if h not in known and h not in pending:
             pending.add(h)
             unique.append(i)
+    t0 = time.perf_counter()
     if unique:
         from tqdm import tqdm
 
+        unique.sort(key=lambda i: len(texts[i]))
         encode = encoder.encode_queries if as_query else encoder.encode_passages
         bar = tqdm(total=len(unique), desc=desc, unit="text", disable=not progress)
         for s in range(0, len(unique), batch):
@@ -118,6 +133,10 @@ def embed_texts(texts: list[str], encoder: Encoder, cache: EmbeddingCache | None
             known.update(new)
             bar.update(len(idx))
         bar.close()
+    if timings is not None:
+        spent = timings.setdefault(desc, [0, 0.0])
+        spent[0] += len(unique)
+        spent[1] += time.perf_counter() - t0
     out = np.zeros((len(texts), encoder.dim), dtype=np.float32)
     for i, h in enumerate(hashes):
         out[i] = known[h]
@@ -125,7 +144,8 @@ def embed_texts(texts: list[str], encoder: Encoder, cache: EmbeddingCache | None
 
 
 def embed_passages(passages: list[Passage], encoder: Encoder, cache: EmbeddingCache | None,
-                   progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+                   progress: bool = False, timings: dict | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
     """(passage vectors, heading vectors, query-style passage vectors, computed, reused).
 
     Heading vectors embed "title — heading path" as a query (e5's `query:` on both sides matches short or
@@ -134,13 +154,13 @@ def embed_passages(passages: list[Passage], encoder: Encoder, cache: EmbeddingCa
     `query: ` instead of `passage: `: search scores a passage with both (see SearchConfig.query_style_weight).
     """
     texts = [p.embed_text for p in passages]
-    vectors, c1, r1 = embed_texts(texts, encoder, cache, progress=progress, desc="passages")
+    vectors, c1, r1 = embed_texts(texts, encoder, cache, progress=progress, desc="passages", timings=timings)
     query_style, c3, r3 = embed_texts(texts, encoder, cache, as_query=True, progress=progress,
-                                      desc="passages as queries")
+                                      desc="passages as queries", timings=timings)
     heads = [p.heading_text for p in passages]
     idx = [i for i, h in enumerate(heads) if h]
     hv, c2, r2 = embed_texts([heads[i] for i in idx], encoder, cache, as_query=True, progress=progress,
-                             desc="headings")
+                             desc="headings", timings=timings)
     headings = np.zeros_like(vectors)
     if idx:
         headings[idx] = hv
@@ -160,12 +180,12 @@ def article_questions(articles: list[Article], out_of_scope: dict[str, list[str]
 
 
 def embed_questions(questions: list[dict], encoder: Encoder, cache: EmbeddingCache | None,
-                    progress: bool = False) -> tuple[np.ndarray, int, int]:
+                    progress: bool = False, timings: dict | None = None) -> tuple[np.ndarray, int, int]:
     """Questions are embedded as queries: e5 matches a question to a question best with `query:` on both."""
     if not questions:
         return np.zeros((0, encoder.dim), dtype=np.float32), 0, 0
     return embed_texts([q["text"] for q in questions], encoder, cache, as_query=True, progress=progress,
-                       desc="questions")
+                       desc="questions", timings=timings)
 
 
 def write_bundle(directory: Path, articles: list[Article], passages: list[Passage], vectors: np.ndarray,
@@ -204,7 +224,9 @@ def write_bundle(directory: Path, articles: list[Article], passages: list[Passag
         langs[a.lang] = langs.get(a.lang, 0) + 1
     manifest = {
         "format_version": FORMAT_VERSION,
-        "model": {"id": encoder.model_id, "checksum": encoder.checksum},
+        # the encoder whose vectors a build computed (cached ones may come from an equivalent runtime,
+        # Encoder.reuse_keys); any encoder with the model's checksum may search the bundle
+        "model": {"id": encoder.model_id, "checksum": encoder.checksum, "encoder": encoder.kind},
         "dim": encoder.dim,
         "store": store_kind,
         "counts": {"articles": len(articles), "passages": len(passages), "questions": len(questions),
@@ -237,6 +259,8 @@ class Prepared:
     # passages embedded with `query: ` (embed_passages); None: a backend that does not store them yet scores
     # with the passage vectors alone
     query_style: np.ndarray | None = None
+    # per kind of text ("passages", "headings", ...): [texts embedded, seconds spent embedding them]
+    timings: dict[str, list[float]] = field(default_factory=dict)
 
 
 def prepare(articles_dir: Path | None, encoder: Encoder, cache: EmbeddingCache | None, progress: bool = False,
@@ -245,10 +269,13 @@ def prepare(articles_dir: Path | None, encoder: Encoder, cache: EmbeddingCache |
     if articles is None:
         articles = load_articles(Path(articles_dir))
     passages = [p for a in articles for p in split_article(a)]
-    vectors, headings, query_style, computed, reused = embed_passages(passages, encoder, cache, progress=progress)
+    timings: dict[str, list[float]] = {}
+    vectors, headings, query_style, computed, reused = embed_passages(passages, encoder, cache, progress=progress,
+                                                                      timings=timings)
     questions = article_questions(articles, check_out_of_scope(Path(articles_dir))[0] if articles_dir else None)
-    qvecs, qc, qr = embed_questions(questions, encoder, cache, progress=progress)
-    return Prepared(articles, passages, vectors, headings, questions, qvecs, computed + qc, reused + qr, query_style)
+    qvecs, qc, qr = embed_questions(questions, encoder, cache, progress=progress, timings=timings)
+    return Prepared(articles, passages, vectors, headings, questions, qvecs, computed + qc, reused + qr, query_style,
+                    timings)
 
 
 def build(articles_dir: Path, index_dir: Path, encoder: Encoder, store_kind: str = "auto",
@@ -268,7 +295,8 @@ def build(articles_dir: Path, index_dir: Path, encoder: Encoder, store_kind: str
     try:
         manifest = write_bundle(tmp, prep.articles, prep.passages, prep.vectors, prep.headings, prep.query_style,
                                 encoder, store_kind,
-                                extra={"build_seconds": round(time.perf_counter() - t0, 3)},
+                                extra={"build_seconds": round(time.perf_counter() - t0, 3),
+                                       "embedded": {"computed": prep.computed, "reused": prep.reused}},
                                 questions=prep.questions, question_vectors=prep.question_vectors)
         os.rename(tmp, bundles / name)
         _fsync_dir(bundles)
@@ -278,7 +306,7 @@ def build(articles_dir: Path, index_dir: Path, encoder: Encoder, store_kind: str
     set_current(index_dir, name)
     _prune(index_dir, keep=name)
     return BuildReport(name, len(prep.articles), len(prep.passages), prep.computed, prep.reused,
-                       time.perf_counter() - t0, manifest["counts"]["languages"])
+                       time.perf_counter() - t0, manifest["counts"]["languages"], prep.timings, encoder.kind)
 
 
 def set_current(index_dir: Path, name: str) -> None:

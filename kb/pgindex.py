@@ -489,7 +489,7 @@ class PgIndex:
             langs[a.lang] = langs.get(a.lang, 0) + 1
         manifest = {
             "format_version": FORMAT_VERSION,
-            "model": {"id": encoder.model_id, "checksum": encoder.checksum},
+            "model": {"id": encoder.model_id, "checksum": encoder.checksum, "encoder": encoder.kind},
             "dim": dim,
             "store": PgVectorStore.kind,
             "hnsw": {"m": self.hnsw.m, "ef_construction": self.hnsw.ef_construction, "ops": "vector_ip_ops"},

@@ -76,6 +76,26 @@ def test_bundles_built_by_sentence_transformers_open_with_onnx(st_encoder, onnx_
     assert len({st_encoder.cache_key, onnx_fp32.cache_key, onnx_int8.cache_key}) == 3
 
 
+def test_st_and_onnx_fp32_reuse_each_others_cached_vectors_int8_does_not(tmp_path, st_encoder, onnx_fp32, onnx_int8):
+    from kb.index import EmbeddingCache, embed_texts
+
+    cache = EmbeddingCache(tmp_path / "emb.sqlite")
+    texts = ["Lithium batteries must be packed inside the equipment.", "பார்சல் சுங்கத்தில் உள்ளது"]
+    st_vecs, computed, _ = embed_texts(texts, st_encoder, cache)
+    assert computed == 2
+    # a build switched from st to onnx (fp32) re-embeds nothing: the same vectors, tested above
+    vecs, computed, reused = embed_texts(texts, onnx_fp32, cache)
+    assert (computed, reused) == (0, 2) and np.array_equal(vecs, st_vecs)
+    onnx_only, computed, _ = embed_texts(["Customs hold: what now?"], onnx_fp32, cache)
+    assert computed == 1
+    again, computed, reused = embed_texts(["Customs hold: what now?"], st_encoder, cache)
+    assert (computed, reused) == (0, 1) and np.array_equal(again, onnx_only)
+    # int8 vectors are not st's: never taken from another runtime's cache, nor given to one
+    int8, computed, _ = embed_texts(texts, onnx_int8, cache)
+    assert computed == 2 and not np.array_equal(int8, st_vecs)
+    cache.close()
+
+
 def test_prefixes_reach_the_model(onnx_fp32):
     enc = onnx_fp32
     seen: list[str] = []
@@ -114,6 +134,22 @@ def test_length_bucketed_batches_equal_single_texts(onnx_fp32):
     single = np.stack([onnx_fp32.encode_passages([t])[0] for t in texts])
     assert (batched * single).sum(axis=1).min() >= 0.9999
     assert onnx_fp32.encode_passages([]).shape == (0, 384)
+    # a batch is cut where rows x its longest row would pass the token budget (at least one row each)
+    shapes: list[tuple[int, int]] = []
+    session, budget = onnx_fp32.session, onnx_fp32.token_budget
+
+    class SpySession:
+        def run(self, names, feed):
+            shapes.append(feed["attention_mask"].shape)
+            return session.run(names, feed)
+
+    onnx_fp32.session, onnx_fp32.token_budget = SpySession(), 600
+    try:
+        small = onnx_fp32.encode_passages(texts)
+    finally:
+        onnx_fp32.session, onnx_fp32.token_budget = session, budget
+    assert all(rows * width <= 600 or rows == 1 for rows, width in shapes) and sum(r for r, _ in shapes) == len(texts)
+    assert len(shapes) > 1 and (small * batched).sum(axis=1).min() >= 0.9999
 
 
 def test_export_is_cached_and_described(onnx_fp32):
