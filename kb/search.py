@@ -217,7 +217,8 @@ def _rank_groups(order: list[int], passage_group: np.ndarray) -> dict[int, int]:
 class Searcher:
     """Everything search needs from one bundle, precomputed once per load."""
 
-    def __init__(self, bundle: Bundle, encoder: Encoder, config: SearchConfig | None = None):
+    def __init__(self, bundle: Bundle, encoder: Encoder, config: SearchConfig | None = None,
+                 fit_in_child: bool = False):
         self.bundle = bundle
         self.encoder = encoder
         self.config = config or SearchConfig()
@@ -275,7 +276,8 @@ class Searcher:
             w.lower() for p in self.passages if p["lang"] == "en" for w in WORD_RE.findall(p["text"]) if len(w) >= 4
         ) - self.romanized_vocab.get("am", frozenset()) - ROMANIZED_WORDS["am"] | (STOPWORDS - {"be"})
         self.q_lang_members = {lang: self.q_lang == lang for lang in sorted(set(self.q_lang.tolist()))}
-        self.domain = fit_domain_probe(self.q_vectors, self.oos_vectors)
+        # fit_in_child (the service): scikit-learn is imported by a child process, not by every serving worker
+        self.domain = (fit_domain_probe_in_child if fit_in_child else fit_domain_probe)(self.q_vectors, self.oos_vectors)
         self.headings = bundle.headings if len(bundle.headings) == n else np.zeros_like(self.vectors)
         qs = bundle.query_style
         self.query_style = qs if qs is not None and len(qs) == n else None
@@ -766,6 +768,41 @@ def fit_domain_probe(questions: np.ndarray, examples: np.ndarray) -> tuple[np.nd
     y = np.r_[np.ones(len(questions)), np.zeros(len(examples))]
     lr = LogisticRegression(C=DOMAIN_C, class_weight="balanced", max_iter=2000).fit(X, y)
     return lr.coef_[0].astype(np.float32), float(lr.intercept_[0])
+
+
+_FIT_CHILD = """
+import io, sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from kb.search import fit_domain_probe
+arrays = np.load(io.BytesIO(sys.stdin.buffer.read()))
+probe = fit_domain_probe(arrays["questions"], arrays["examples"])
+out = io.BytesIO()
+np.savez(out, **({} if probe is None else {"weights": probe[0], "bias": np.float64(probe[1])}))
+sys.stdout.buffer.write(out.getvalue())
+"""
+
+
+def fit_domain_probe_in_child(questions: np.ndarray, examples: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """fit_domain_probe run by a short-lived child interpreter, same inputs, same result: importing scikit-learn
+    (and scipy) adds ~99 MB to a process that keeps it, a quarter of a serving worker's memory, for one fit per
+    bundle load. Costs the child's start (a second or two) per load."""
+    import io
+    import subprocess
+    import sys
+
+    buf = io.BytesIO()
+    np.savez(buf, questions=questions, examples=examples)
+    root = str(Path(__file__).resolve().parent.parent)
+    done = subprocess.run([sys.executable, "-c", _FIT_CHILD, root], input=buf.getvalue(), capture_output=True,
+                          timeout=300, check=False)
+    if done.returncode != 0:
+        detail = (done.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1][:200]
+        raise RuntimeError(f"fitting the domain probe in a child process failed: {detail}")
+    arrays = np.load(io.BytesIO(done.stdout))
+    if "weights" not in arrays:
+        return None
+    return arrays["weights"].astype(np.float32), float(arrays["bias"])
 
 
 def passage_scores(qvec: np.ndarray, vectors: np.ndarray, query_style: np.ndarray | None, headings: np.ndarray,

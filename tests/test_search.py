@@ -256,3 +256,17 @@ def test_passage_scores_mix_both_prefixes_and_headings():
     pool = np.array([1, 4])
     part = passage_scores(q, vecs, qstyle, heads, has_head, hw, 0.5, pool)
     assert np.allclose(part[pool], full[pool]) and (np.delete(part, pool) == -1).all()
+
+
+def test_domain_probe_fitted_in_a_child_equals_the_in_process_fit():
+    """The service fits the probe in a child process (no scikit-learn in a serving worker): same weights."""
+
+    from kb.search import fit_domain_probe, fit_domain_probe_in_child
+
+    rng = np.random.default_rng(3)
+    questions, examples = rng.normal(0.1, 1, (60, 16)), rng.normal(-0.1, 1, (30, 16))
+    w, b = fit_domain_probe(questions, examples)
+    w2, b2 = fit_domain_probe_in_child(questions.astype(np.float32), examples.astype(np.float32))
+    np.testing.assert_allclose(w2, w, rtol=1e-5, atol=1e-6)
+    assert abs(b2 - b) < 1e-6
+    assert fit_domain_probe_in_child(questions[:5], examples[:5]) is None
