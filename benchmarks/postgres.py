@@ -382,6 +382,65 @@ def searcher_recall(name: str, bundle, encoder, queries: list[str], qvecs: np.nd
           f"({total} results)")
 
 
+def explain(name: str, bundle, encoder, queries: list[str], qvecs: np.ndarray, ks: list[int]) -> None:
+    """Where the searcher's one Postgres statement (kb.pgindex.PgFirstStage) spends its time: EXPLAIN (ANALYZE,
+    BUFFERS) of the statement each query makes, on the server the search reads from, for each candidate count
+    k; p50 of the execution time and of its parts (the HNSW scans by passage and by heading vector, the rest =
+    the BM25 legs and the union) and the buffers the HNSW scans touch."""
+    from kb.search import Filters, SearchConfig, Searcher
+
+    stage = bundle.first_stage
+    for k in ks:
+        calls: list[tuple] = []
+
+        def record(*a, _stage=stage, _calls=calls):
+            _calls.append(a)
+            return _stage(*a)
+
+        bundle.first_stage = record
+        try:
+            s = Searcher(bundle, encoder, SearchConfig(exact_limit=0, ann_candidates=k))
+            for q, v in zip(queries, qvecs, strict=True):
+                s.search(q, Filters(), limit=10, qvec=v, snippets=False)
+        finally:
+            bundle.first_stage = stage
+        got: dict[str, list[float]] = {"total": [], "embedding": [], "heading": [], "rest": [], "buffers": []}
+        for text, qvec, kk, asked in calls:
+            sql, params, dense, _lex = stage.statement(text, qvec, kk, asked)
+
+            def run(conn, sql=sql, params=params, dense=dense, kk=kk):
+                from kb.pg import with_vector
+                from kb.pgindex import apply_settings
+
+                if dense:
+                    with_vector(conn)
+                    apply_settings(conn, stage.hnsw.settings(kk))
+                return conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params).fetchone()[0][0]
+
+            plan = stage.cluster.read(run, "explain")
+            parts = {"embedding": 0.0, "heading": 0.0, "buffers": 0.0}
+
+            def walk(node, parts=parts):
+                index = node.get("Index Name", "")
+                for col in ("embedding", "heading"):
+                    if index.endswith(f"{col}_idx"):
+                        parts[col] += node["Actual Total Time"] * node.get("Actual Loops", 1)
+                        parts["buffers"] += node.get("Shared Hit Blocks", 0) + node.get("Shared Read Blocks", 0)
+                for child in node.get("Plans", []):
+                    walk(child)
+
+            walk(plan["Plan"])
+            got["total"].append(plan["Execution Time"])
+            for col in ("embedding", "heading", "buffers"):
+                got[col].append(parts[col])
+            got["rest"].append(plan["Execution Time"] - parts["embedding"] - parts["heading"])
+        med = {key: statistics.median(x) for key, x in got.items()}
+        print(f"  {name:8} EXPLAIN ANALYZE of the search statement, k={k} (ef_search {stage.hnsw.ef_search(k)}), "
+              f"{len(calls)} queries, p50: execution {med['total']:.1f} ms = HNSW by passage vector "
+              f"{med['embedding']:.1f} + by heading vector {med['heading']:.1f} + BM25 legs and union "
+              f"{med['rest']:.1f}; HNSW buffers {med['buffers']:.0f}", flush=True)
+
+
 def inprocess(name: str, searchers: dict, queries: list[str], qvecs: np.ndarray, rounds: int = 3) -> dict:
     from kb.search import Filters
 
@@ -541,6 +600,8 @@ def main() -> int:
     ap.add_argument("--sweep-ef", type=lambda s: [int(x) for x in s.split(",") if x], default=[40, 100, 200, 400, 800],
                     help="hnsw.ef_search values the sweep measures")
     ap.add_argument("--sweep-iterative", action="store_true", help="the sweep also measures iterative scans")
+    ap.add_argument("--explain", action="store_true",
+                    help="EXPLAIN ANALYZE the searcher's Postgres statement (default and --ann-candidates counts)")
     ap.add_argument("--ann-candidates", type=lambda s: [int(x) for x in s.split(",") if x], default=[],
                     help="also measure the searcher with these ANN candidate counts (top-10 recall, in-process p50)")
     ap.add_argument("--build-encoder", default="st", help="encoder of the KB's passages (kb build's default: st; "
@@ -597,6 +658,8 @@ def main() -> int:
             index, primary, standby = pg_index(cluster, f"kb_bench_{tag}", prep, encoder, args.rebuild)
             pb = index.open(model_checksum=encoder.checksum)
             hnsw_recall(name, fb, pb, qvecs)
+            if args.explain:
+                explain(name, pb, encoder, queries, qvecs, [SearchConfig().ann_candidates, *args.ann_candidates])
             if args.recall_only:
                 for k in [None, *args.ann_candidates]:
                     searcher_recall(name, pb, encoder, queries, qvecs, k)

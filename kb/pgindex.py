@@ -127,8 +127,10 @@ class HnswConfig:
     measured (README); ``KB_PG_HNSW_*`` environment variables override them (:meth:`from_env`).
     """
 
-    m: int = 16
-    ef_construction: int = 128
+    # m 24 / ef_construction 200 (was 16 / 128): recall@10 of the searcher's query at 100k (pairs) 0.983 ->
+    # 0.992, the build 1.5x as long (README, benchmarks/postgres.py)
+    m: int = 24
+    ef_construction: int = 200
     ef_search_factor: float = 1.0
     ef_search_min: int = 100
     iterative_scan: str = "off"
@@ -308,15 +310,16 @@ class PgFirstStage:
     def __init__(self, cluster: Cluster, version: str, hnsw: HnswConfig | None = None):
         self.cluster, self.version, self.hnsw = cluster, version, hnsw or HnswConfig()
 
-    def __call__(self, text: str, qvec: np.ndarray | None, k: int,
-                 lexical: Sequence[LexRequest]) -> tuple[np.ndarray | None, list[list[tuple[int, float]]]]:
-        """(dense candidate rows, sorted, or None when ``k`` is 0; per lexical request its (rowid, score) hits)."""
+    def statement(self, text: str, qvec: np.ndarray | None, k: int,
+                  lexical: Sequence[LexRequest]) -> tuple[str, dict, bool, bool] | None:
+        """(SQL, parameters, dense?, lexical?) of a search's one statement, None when there is nothing to ask
+        (benchmarks/postgres.py --explain runs it under EXPLAIN ANALYZE)."""
         terms, prefix = query_lexemes(text)
         legs = [(LEX_TABLES[t], pool_size(lim, rowids)) for t, lim, rowids in lexical if t in LEX_TABLES]
         dense = bool(k) and qvec is not None
         lex = bool(terms) and bool(legs)
         if not dense and not lex:
-            return None, [[] for _ in lexical]
+            return None
         params: dict = {"k1": BM25_K1, "b": BM25_B}
         if lex:
             tbls = sorted({t for t, _ in legs})  # one fetch per table: the largest asked for
@@ -324,7 +327,15 @@ class PgFirstStage:
                           limits=[max(n for t, n in legs if t == tb) for tb in tbls])
         if dense:
             params.update(q=np.asarray(qvec, np.float32), k=int(k))
-        sql = first_stage_sql(self.version, dense, lex)
+        return first_stage_sql(self.version, dense, lex), params, dense, lex
+
+    def __call__(self, text: str, qvec: np.ndarray | None, k: int,
+                 lexical: Sequence[LexRequest]) -> tuple[np.ndarray | None, list[list[tuple[int, float]]]]:
+        """(dense candidate rows, sorted, or None when ``k`` is 0; per lexical request its (rowid, score) hits)."""
+        stmt = self.statement(text, qvec, k, lexical)
+        if stmt is None:
+            return None, [[] for _ in lexical]
+        sql, params, dense, lex = stmt
 
         def run(conn):
             if dense:
