@@ -29,6 +29,7 @@ warm, every search logged (SQLite file vs Postgres primary with its synchronous 
 
     .venv/bin/python benchmarks/postgres.py [--size 100000] [--corpus real|pairs] [--requests 300] [--seconds 20]
         [--per-lang 20] [--only-large] [--no-http] [--sweep 16:128,16:128:shuffled] [--ann-candidates 200,100]
+        [--explain]
 """
 
 from __future__ import annotations
