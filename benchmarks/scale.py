@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -139,8 +140,6 @@ def main() -> int:
     for n in (int(x) for x in args.sizes.split(",") if x):
         prep = sized(base, n)
         directory = Path(args.dir) / f"n{n}"
-        import shutil
-
         shutil.rmtree(directory, ignore_errors=True)
         (directory / "bundles" / "b").mkdir(parents=True)
         t0 = time.perf_counter()
