@@ -33,6 +33,7 @@ import os
 import sqlite3
 import sys
 import threading
+import time
 import unicodedata
 import uuid
 from abc import ABC, abstractmethod
@@ -1018,9 +1019,29 @@ class SQLiteStore(AnalyticsStore):
                                check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        self._enable_wal(conn)
         conn.execute("PRAGMA synchronous = FULL")
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL, retrying while another process holds the file.
+
+        The switch takes an exclusive lock and SQLite answers SQLITE_BUSY at once, without its busy handler, when
+        another connection is opening the same new file (CI: 1 of 8 processes starting together failed).
+        Once any process has switched, the mode is stored in the file and this returns on the first try."""
+        deadline = time.monotonic() + self.busy_timeout_s
+        delay = 0.005
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
 
     def _conn(self) -> sqlite3.Connection:
         """This thread's connection (one per thread; fresh ones after fork)."""

