@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from .articles import Article
+from .domain import fit_domain_probe
 from .embedder import Encoder, default_cache_dir, load_encoder
 from .index import Bundle, EmbeddingCache, embed_passages, embed_texts, write_bundle
 from .langs import detect
 from .passages import Passage
-from .search import CONFIDENCE_FEATURES, OOS_FEATURES, Filters, Searcher, fit_domain_probe
+from .search import CONFIDENCE_FEATURES, OOS_FEATURES, Filters, Searcher
 
 KS = (1, 5, 10)
 

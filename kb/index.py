@@ -24,6 +24,7 @@ import numpy as np
 
 from .ann import VectorStore, create_store, store_for
 from .articles import Article, check_out_of_scope, load_articles
+from .domain import MANIFEST_KEY, probe_manifest_entry
 from .embedder import QUERY_PREFIX, Encoder, file_sha256
 from .lexical import LexicalIndex
 from .passages import Passage, split_article
@@ -234,6 +235,8 @@ def write_bundle(directory: Path, articles: list[Article], passages: list[Passag
         "articles": {f"{a.id}.{a.lang}": a.content_hash for a in articles},
         "files": {name: file_sha256(directory / name) for name in FILES},
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # fitted here, every build, so serving never fits it (kb.domain)
+        MANIFEST_KEY: probe_manifest_entry(questions, question_vectors, encoder.dim),
         **(extra or {}),
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False))

@@ -45,6 +45,7 @@ import numpy as np
 
 from .ann import VectorStore
 from .articles import Article
+from .domain import MANIFEST_KEY, probe_manifest_entry
 from .embedder import Encoder
 from .index import FORMAT_VERSION, KEEP_BUNDLES, BuildReport, Bundle, BundleError, Prepared, prepare
 from .lexical import pool_size, query_terms, restrict, tokenize
@@ -508,6 +509,7 @@ class PgIndex:
                        "questions": len(prep.questions), "languages": langs},
             "articles": {f"{a.id}.{a.lang}": a.content_hash for a in prep.articles},
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            MANIFEST_KEY: probe_manifest_entry(prep.questions, prep.question_vectors, dim),  # as kb.index's
             **(extra or {}),
         }
         qs = prep.query_style

@@ -12,6 +12,7 @@ import bisect
 import datetime as dt
 import html
 import json
+import logging
 import math
 import threading
 import time
@@ -23,17 +24,18 @@ import numpy as np
 import regex
 
 from .ann import EXACT_LIMIT
+from .domain import Probe, ProbeError, fit_domain_probe, stored_probe
 from .embedder import Encoder
 from .entities import find_tracking
 from .ethiopic import to_ethiopic
-from .index import Bundle
+from .index import Bundle, BundleError
 from .langs import ROMANIZED_WORDS, WORD_RE, LangGuess, detect, romanized_vocabulary
 from .lexical import HIGHLIGHT_SKIP, STOPWORDS, matching_spans, query_words, tokenize
 
 MODES = ("dense", "lexical", "hybrid")
 SENTENCE_RE = regex.compile(r"(?<=[.!?।።॥?])\s+|\n+")
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
-DOMAIN_C = 1.0  # inverse regularisation of fit_domain_probe
+log = logging.getLogger(__name__)
 
 
 CONFIDENCE_FEATURES = ("z", "gz", "margin", "m3", "qspread", "domain")  # weighed on the first card; "gap" per card
@@ -51,10 +53,10 @@ class Calibration:
     three nearest of each (one lucky neighbour decides less); qspread, how far the nearest question stands
     out from the fifth nearest (with margin and m3 it says whether the closeness comes from one question
     or from several); domain, the logit of a linear model of the query vector fitted to tell the articles'
-    questions from the out-of-scope examples (fit_domain_probe: all of them weigh in, where margin and m3
-    hear only the nearest few); gap, how far (in gz units) the card's group is below the first card's. `kb eval
-    --calibrate` fits ``weights`` on the first cards (gap is 0 there, so the first card alone decides
-    whether there is a confident answer), then ``gap_weight`` on every card of the answerable queries
+    questions from the out-of-scope examples (kb.domain, fitted by `kb build`: all of them weigh in, where
+    margin and m3 hear only the nearest few); gap, how far (in gz units) the card's group is below the first
+    card's. `kb eval --calibrate` fits ``weights`` on the first cards (gap is 0 there, so the first card alone
+    decides whether there is a confident answer), then ``gap_weight`` on every card of the answerable queries
     (relevant or not), so the cards below the first say how likely each is an answer too.
     """
 
@@ -217,8 +219,7 @@ def _rank_groups(order: list[int], passage_group: np.ndarray) -> dict[int, int]:
 class Searcher:
     """Everything search needs from one bundle, precomputed once per load."""
 
-    def __init__(self, bundle: Bundle, encoder: Encoder, config: SearchConfig | None = None,
-                 fit_in_child: bool = False):
+    def __init__(self, bundle: Bundle, encoder: Encoder, config: SearchConfig | None = None):
         self.bundle = bundle
         self.encoder = encoder
         self.config = config or SearchConfig()
@@ -276,8 +277,7 @@ class Searcher:
             w.lower() for p in self.passages if p["lang"] == "en" for w in WORD_RE.findall(p["text"]) if len(w) >= 4
         ) - self.romanized_vocab.get("am", frozenset()) - ROMANIZED_WORDS["am"] | (STOPWORDS - {"be"})
         self.q_lang_members = {lang: self.q_lang == lang for lang in sorted(set(self.q_lang.tolist()))}
-        # fit_in_child (the service): scikit-learn is imported by a child process, not by every serving worker
-        self.domain = (fit_domain_probe_in_child if fit_in_child else fit_domain_probe)(self.q_vectors, self.oos_vectors)
+        self.domain = self._domain_probe()
         self.headings = bundle.headings if len(bundle.headings) == n else np.zeros_like(self.vectors)
         qs = bundle.query_style
         self.query_style = qs if qs is not None and len(qs) == n else None
@@ -299,6 +299,21 @@ class Searcher:
         self._sentence_cache: OrderedDict[str, tuple[list[str], np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
         self._related: np.ndarray | None = None
+
+    def _domain_probe(self) -> Probe | None:
+        """The bundle's domain probe (kb.domain) as `kb build` stored it, so loading a bundle imports no
+        scikit-learn. The one fallback, for a bundle built before builds stored it: fitted here, in process
+        (scikit-learn then stays in this process, ~99 MB), with a warning to rebuild."""
+        try:
+            stored, probe = stored_probe(self.bundle.manifest, len(self.q_vectors), len(self.oos_vectors),
+                                         self.encoder.dim)
+        except ProbeError as e:
+            raise BundleError(f"{self.bundle.path}: {e}; rebuild with `kb build`") from None
+        if stored:
+            return probe
+        log.warning("bundle %s has no stored domain probe: fitting it in this process (loads scikit-learn); "
+                    "rebuild with `kb build` to store it", self.bundle.name)
+        return fit_domain_probe(self.q_vectors, self.oos_vectors)
 
     def detect(self, text: str) -> LangGuess:
         """Query language, with the romanized words of this knowledge base's questions."""
@@ -754,55 +769,6 @@ class Searcher:
         sentences, vecs = cached
         best = sentences[int(np.argmax(vecs @ qv))]
         return best if len(best) <= 400 else best[:400].rsplit(" ", 1)[0] + " …"
-
-
-def fit_domain_probe(questions: np.ndarray, examples: np.ndarray) -> tuple[np.ndarray, float] | None:
-    """(weights, bias) of a logistic model on query vectors: the articles' questions (1) against the
-    out-of-scope examples (0), classes weighed equally; None with fewer than 10 examples. Fitted when a
-    bundle is loaded (a fraction of a second for a few thousand vectors), so it always matches the bundle."""
-    if len(examples) < 10 or len(questions) < 10:
-        return None
-    from sklearn.linear_model import LogisticRegression
-
-    X = np.vstack([questions, examples]).astype(np.float64)
-    y = np.r_[np.ones(len(questions)), np.zeros(len(examples))]
-    lr = LogisticRegression(C=DOMAIN_C, class_weight="balanced", max_iter=2000).fit(X, y)
-    return lr.coef_[0].astype(np.float32), float(lr.intercept_[0])
-
-
-_FIT_CHILD = """
-import io, sys
-sys.path.insert(0, sys.argv[1])
-import numpy as np
-from kb.search import fit_domain_probe
-arrays = np.load(io.BytesIO(sys.stdin.buffer.read()))
-probe = fit_domain_probe(arrays["questions"], arrays["examples"])
-out = io.BytesIO()
-np.savez(out, **({} if probe is None else {"weights": probe[0], "bias": np.float64(probe[1])}))
-sys.stdout.buffer.write(out.getvalue())
-"""
-
-
-def fit_domain_probe_in_child(questions: np.ndarray, examples: np.ndarray) -> tuple[np.ndarray, float] | None:
-    """fit_domain_probe run by a short-lived child interpreter, same inputs, same result: importing scikit-learn
-    (and scipy) adds ~99 MB to a process that keeps it, a quarter of a serving worker's memory, for one fit per
-    bundle load. Costs the child's start (a second or two) per load."""
-    import io
-    import subprocess
-    import sys
-
-    buf = io.BytesIO()
-    np.savez(buf, questions=questions, examples=examples)
-    root = str(Path(__file__).resolve().parent.parent)
-    done = subprocess.run([sys.executable, "-c", _FIT_CHILD, root], input=buf.getvalue(), capture_output=True,
-                          timeout=300, check=False)
-    if done.returncode != 0:
-        detail = (done.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1][:200]
-        raise RuntimeError(f"fitting the domain probe in a child process failed: {detail}")
-    arrays = np.load(io.BytesIO(done.stdout))
-    if "weights" not in arrays:
-        return None
-    return arrays["weights"].astype(np.float32), float(arrays["bias"])
 
 
 def passage_scores(qvec: np.ndarray, vectors: np.ndarray, query_style: np.ndarray | None, headings: np.ndarray,

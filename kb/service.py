@@ -63,7 +63,7 @@ class KBService:
                 return name
             try:
                 bundle = self.source.open(name, model_checksum=self.encoder.checksum)
-                searcher = Searcher(bundle, self.encoder, self.config, fit_in_child=True)
+                searcher = Searcher(bundle, self.encoder, self.config)
                 searcher.related_matrix()
                 self.encoder.encode_query("warm up")
             except Exception as e:  # a bad bundle, or (Postgres) no server could be read: say why in /readyz

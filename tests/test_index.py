@@ -135,6 +135,79 @@ def test_incremental_rebuild_embeds_only_changed_passages(tmp_path):
         (tmp_path / "index" / "bundles" / first.bundle / "manifest.json").read_text())["articles"]["art-007.en"]
 
 
+def _with_questions(arts: Path, n: int, examples: list[str]) -> None:
+    """Give art-000..art-<n-1> one editor-written question each, and write the out-of-scope examples."""
+    for i in range(n):
+        page = arts / "customs" / f"art-{i:03d}.en.md"
+        page.write_text(page.read_text().replace(
+            "updated: 2026-11-01\n", f'updated: 2026-11-01\nquestions:\n  en: ["how does topic {i} work"]\n'))
+    (arts / "out-of-scope.yaml").write_text("en:\n" + "".join(f'  - "{t}"\n' for t in examples))
+
+
+def test_build_stores_the_domain_probe_and_refits_it_when_questions_or_examples_change(tmp_path, caplog):
+    """Each build fits the confidence domain probe (kb.domain) over its questions and out-of-scope examples
+    and stores it in the manifest; the searcher takes it from there. An edited question or example list gives
+    a new fit; too few examples store "no probe"; a bundle without the entry is fitted when it loads."""
+    import logging
+
+    from kb.domain import fit_domain_probe, split_questions
+    from kb.search import Filters, Searcher
+
+    arts = make_tree(tmp_path, 12)
+    _with_questions(arts, 12, [f"weather forecast for city {i}" for i in range(12)])
+    enc, index = HashEncoder(), tmp_path / "index"
+
+    def load() -> tuple[Bundle, Searcher, tuple]:
+        b = Bundle.open(index)
+        q, oos = split_questions(b.questions, b.question_vectors, enc.dim)
+        return b, Searcher(b, enc), fit_domain_probe(q, oos) if len(oos) else None
+
+    build(arts, index, enc)
+    b, s, fit = load()
+    entry = b.manifest["domain_probe"]
+    assert (entry["questions"], entry["examples"], len(entry["weights"])) == (12, 12, enc.dim)
+    assert s.domain[0].dtype == np.float32
+    np.testing.assert_array_equal(s.domain[0], fit[0])  # JSON keeps float32 weights and the bias exactly
+    assert s.domain[1] == fit[1]
+    first = s.domain
+
+    (arts / "out-of-scope.yaml").write_text((arts / "out-of-scope.yaml").read_text() + '  - "lottery results"\n')
+    build(arts, index, enc)
+    b, s, fit = load()
+    assert b.manifest["domain_probe"]["examples"] == 13 and not np.array_equal(s.domain[0], first[0])
+    np.testing.assert_array_equal(s.domain[0], fit[0])
+    second = s.domain
+
+    page = arts / "customs" / "art-003.en.md"
+    page.write_text(page.read_text().replace("how does topic 3 work", "what is the copper kettle rule"))
+    build(arts, index, enc)
+    b, s, fit = load()
+    assert not np.array_equal(s.domain[0], second[0])
+    np.testing.assert_array_equal(s.domain[0], fit[0])
+    assert "domain" in s.search("copper kettle rule", Filters(), mode="dense", features=True)["results"][0]["features"]
+
+    # a bundle built before the probe was stored: fitted in process when it loads, same weights
+    mpath = b.path / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    mpath.write_text(json.dumps({k: v for k, v in manifest.items() if k != "domain_probe"}))
+    with caplog.at_level(logging.WARNING, logger="kb.search"):
+        old = Searcher(Bundle.open(index), enc)
+    assert "no stored domain probe" in caplog.text
+    np.testing.assert_array_equal(old.domain[0], fit[0])
+    # an entry that does not match the bundle is refused, not used
+    for bad in ({**manifest["domain_probe"], "examples": 5}, {**manifest["domain_probe"], "weights": [0.5] * 3},
+                {**manifest["domain_probe"], "bias": "x"}):
+        mpath.write_text(json.dumps({**manifest, "domain_probe": bad}))
+        with pytest.raises(BundleError, match="domain probe"):
+            Searcher(Bundle.open(index), enc)
+
+    (arts / "out-of-scope.yaml").write_text('en:\n  - "weather today"\n')  # under fit_domain_probe's 10
+    build(arts, index, enc)
+    b, s, _fit = load()
+    assert b.manifest["domain_probe"] == {"questions": 12, "examples": 1, "weights": None, "bias": None}
+    assert s.domain is None
+
+
 def test_crash_mid_build_leaves_previous_bundle_current(tmp_path):
     """SIGKILL a real `kb build` while it embeds: the old bundle stays current and loads."""
     arts = make_tree(tmp_path, 4, tag="old")
