@@ -101,6 +101,54 @@ def test_build_pointer_incremental_and_prune(pg_db, tmp_path):
         index.open(first.bundle)
 
 
+def test_a_version_carries_its_domain_probe(pg_db, tmp_path):
+    """`kb build --backend postgres` fits the confidence domain probe and stores it with the version (its
+    manifest row, in the build's transaction): the searcher reads it from the standby, the same weights as
+    the file backend's build of the same articles; a changed example list gives the next version a new fit
+    and leaves the previous version's alone."""
+    from kb.domain import fit_domain_probe, split_questions
+    from kb.index import Bundle
+    from kb.index import build as file_build
+    from kb.pgindex import PgIndex
+    from kb.pgindex import build as pg_build
+    from kb.search import Searcher
+
+    primary, standby = pg_db
+    enc = HashEncoder()
+    arts = _articles(tmp_path / "articles", n=12)
+    for page in sorted(arts.rglob("pg-article-*.en.md")):
+        aid = page.name.split(".")[0]
+        page.write_text(page.read_text().replace(
+            "audience: public\n", f'audience: public\nquestions:\n  en: ["what are the rules of {aid}"]\n'))
+    oos = arts / "out-of-scope.yaml"
+    oos.write_text("en:\n" + "".join(f'  - "stock price of company {i}"\n' for i in range(12)))
+    index = PgIndex(Cluster(primary, [standby]), "kb")
+    first = pg_build(arts, index, enc)
+    b = index.open(model_checksum=enc.checksum)
+    entry = b.manifest["domain_probe"]
+    assert (entry["questions"], entry["examples"]) == (12, 12) and len(entry["weights"]) == enc.dim
+    stored = _query(standby, "SELECT manifest->'domain_probe' FROM kb_versions WHERE version = %s", (first.bundle,))
+    assert stored[0][0] == entry
+    s = Searcher(b, enc)
+    w, bias = fit_domain_probe(*split_questions(b.questions, b.question_vectors, enc.dim))
+    np.testing.assert_array_equal(s.domain[0], w)  # float32 weights and the bias survive jsonb exactly
+    assert s.domain[1] == bias
+    file_build(arts, tmp_path / "index", enc)
+    files = Searcher(Bundle.open(tmp_path / "index"), enc)
+    np.testing.assert_array_equal(files.domain[0], s.domain[0])
+    assert files.domain[1] == s.domain[1]
+
+    oos.write_text(oos.read_text() + '  - "football scores tonight"\n')
+    second = pg_build(arts, index, enc)
+    s2 = Searcher(index.open(model_checksum=enc.checksum), enc)
+    assert s2.bundle.manifest["domain_probe"]["examples"] == 13 and not np.array_equal(s2.domain[0], w)
+    np.testing.assert_array_equal(
+        s2.domain[0], fit_domain_probe(*split_questions(s2.bundle.questions, s2.bundle.question_vectors,
+                                                        enc.dim))[0])
+    assert second.bundle != first.bundle
+    np.testing.assert_array_equal(Searcher(index.open(first.bundle), enc).domain[0], w)
+
+
 def test_failed_build_changes_nothing(pg_db, tmp_path, monkeypatch):
     import kb.pgindex as pgindex
 
