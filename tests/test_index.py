@@ -259,3 +259,25 @@ def test_auto_store_is_exact_up_to_the_limit_and_hnsw_above(tmp_path, monkeypatc
     assert large.manifest["store"] == "hnsw" and type(large.store).__name__ == "HNSWStore"
     q = enc.encode_query("Topic 2 explains topic number 2")
     assert list(large.store.search(q, 3)[1]) == list(small.store.search(q, 3)[1])
+
+
+def test_hnsw_candidates_widen_the_beam_to_k():
+    """Asking the HNSW store for k candidates searches with efSearch >= k: the exact top 10 are then nearly all
+    among them, where a beam of efSearch alone misses more (at 100k FAISS kept efSearch 128 for k 800)."""
+    from kb.ann import HNSWStore
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = x[:60] + 0.3 * rng.standard_normal((60, 32)).astype(np.float32)
+    store = HNSWStore(32, m=4, ef_search=10)
+    store.add(x)
+    exact = np.argsort(-(q @ x.T), axis=1)[:, :10]
+
+    def recall(k: int) -> float:
+        return float(np.mean([len(set(exact[i]) & set(store.search(q[i], k)[1][:10].tolist())) / 10
+                              for i in range(len(q))]))
+
+    narrow, wide = recall(10), recall(400)
+    assert wide >= 0.98, wide
+    assert wide > narrow + 0.05, (narrow, wide)
