@@ -290,7 +290,7 @@ def hnsw_recall(name: str, faiss_bundle, pg_bundle, qvecs: np.ndarray) -> None:
                 f"{recall(exact, at40):.4f}, k 800 (ef_search {ef(800)}) {recall(exact, at800):.4f}")
         if what == "passages" and getattr(faiss_bundle.store, "kind", "") == "hnsw":
             fa = [faiss_bundle.store.search(q, 800)[1][:10] for q in qvecs]
-            line += f"; faiss hnsw (efSearch 128, k 800) {recall(exact, fa):.4f}"
+            line += f"; faiss hnsw (k 800, efSearch max(128, k)) {recall(exact, fa):.4f}"
         print(line)
 
 
