@@ -222,7 +222,8 @@ def test_counts_only_what_the_caller_may_see(app, keys, catalogue):
     n_public, n_all = len(catalogue["public"]), len(catalogue["public"]) + len(catalogue["internal"])
     assert client.get("/readyz").get_json()["articles"] == n_public
     assert client.get("/readyz", headers=keys["agent"]).get_json()["articles"] == n_all
-    assert str(n_all) not in json.dumps(client.get("/readyz").get_json())
+    ready = client.get("/readyz").get_json()  # counts only: the bundle name holds a pid, which may contain n_all
+    assert n_all not in [v for v in ready.values() if isinstance(v, int)], ready
     # an article's translations and related articles, for a public caller: public ones only
     internal_ids = {a["id"] for a in catalogue["internal"]}
     for a in catalogue["public"][:40]:
