@@ -3,7 +3,8 @@ peak RSS.
 
 Runs on the bundled articles (``--every N``: every Nth article of them, for a shorter run) and on a synthetic KB
 of about 2,000 passages made from them. Each build uses a fresh index directory and embedding cache, so the full
-build really embeds everything: each passage twice (``passage:`` and ``query:``), its heading, every question.
+build really embeds everything: each passage twice (``passage:`` and ``query:``), its heading, its snippet
+sentences (``passage:``), every question.
 ``--encoders st,onnx`` builds the same articles with each encoder back to back (the load average is printed
 before and after each), so their texts/s compare as a ratio on a shared machine; the encoders get all cores
 (as ``kb build`` gives them).

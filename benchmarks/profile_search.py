@@ -89,7 +89,7 @@ def main() -> int:
         (S, "_query_features", "confidence query features (domain probe)"),
         (S, "_card_confidence", "card confidence"),
         (S, "_snippet", "snippets"),
-        (S, "_best_sentence", "  of which cross-lingual sentence encoding"),
+        (S, "_best_sentence", "  of which cross-lingual sentence choice"),
         (S, "search", "Searcher.search total"),
         (SQLiteStore, "record_search", "analytics INSERT (search log)"),
         (api, "jsonify", "JSON response"),

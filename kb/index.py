@@ -27,11 +27,11 @@ from .articles import Article, check_out_of_scope, load_articles
 from .domain import MANIFEST_KEY, probe_manifest_entry
 from .embedder import QUERY_PREFIX, Encoder, file_sha256
 from .lexical import LexicalIndex
-from .passages import Passage, split_article
+from .passages import Passage, snippet_sentences, split_article
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 FILES = ("vectors.faiss", "headings.npy", "query_style.npy", "passages.jsonl", "articles.json", "lexical.sqlite",
-         "questions.jsonl", "questions.npy")
+         "questions.jsonl", "questions.npy", "sentences.npy")
 KEEP_BUNDLES = 3
 
 
@@ -168,6 +168,39 @@ def embed_passages(passages: list[Passage], encoder: Encoder, cache: EmbeddingCa
     return vectors, headings, query_style, c1 + c2 + c3, r1 + r2 + r3
 
 
+def embed_sentences(passages: list[Passage], encoder: Encoder, cache: EmbeddingCache | None,
+                    progress: bool = False, timings: dict | None = None) -> tuple[np.ndarray, int, int]:
+    """Vectors of every passage's snippet sentences (kb.passages.snippet_sentences), passage by passage.
+
+    A cross-lingual hit shows the passage sentence closest to the query; embedding them here, with
+    `passage: ` like the passages, keeps that encoding off the first search that shows the passage.
+    """
+    texts = [t for p in passages for t in snippet_sentences(p.text)]
+    if not texts:
+        return np.zeros((0, encoder.dim), dtype=np.float32), 0, 0
+    return embed_texts(texts, encoder, cache, progress=progress, desc="snippet sentences", timings=timings)
+
+
+def passage_docs(passages: list[Passage], sentence_vectors: np.ndarray | None) -> list[dict]:
+    """Passages as bundles store them: with their snippet sentences where the build embedded them
+    (``sentence_vectors`` rows, passage by passage), else none (evaluation sets, synthetic benchmark passages:
+    their snippets are the passage's opening)."""
+    docs = [p.to_dict() for p in passages]
+    total = 0
+    for p, d in zip(passages, docs, strict=True):
+        d["sentences"] = snippet_sentences(p.text) if sentence_vectors is not None else []
+        total += len(d["sentences"])
+    rows = 0 if sentence_vectors is None else len(sentence_vectors)
+    if rows != total:
+        raise ValueError(f"{total} snippet sentences but {rows} sentence vectors")
+    return docs
+
+
+def sentence_starts(passages: list[dict]) -> np.ndarray:
+    """Row of each passage's first snippet-sentence vector; passage i has rows starts[i]:starts[i + 1]."""
+    return np.concatenate([[0], np.cumsum([len(p["sentences"]) for p in passages], dtype=np.int64)]).astype(np.int64)
+
+
 def article_questions(articles: list[Article], out_of_scope: dict[str, list[str]] | None = None) -> list[dict]:
     """One row per editor-written question: the translation group it leads to, its language and text.
 
@@ -192,8 +225,10 @@ def embed_questions(questions: list[dict], encoder: Encoder, cache: EmbeddingCac
 def write_bundle(directory: Path, articles: list[Article], passages: list[Passage], vectors: np.ndarray,
                  headings: np.ndarray, query_style: np.ndarray, encoder: Encoder, store_kind: str = "auto",
                  extra: dict | None = None, questions: list[dict] | None = None,
-                 question_vectors: np.ndarray | None = None) -> dict:
-    """Write the bundle files into an existing empty directory and return its manifest."""
+                 question_vectors: np.ndarray | None = None, sentence_vectors: np.ndarray | None = None) -> dict:
+    """Write the bundle files into an existing empty directory and return its manifest.
+
+    ``sentence_vectors``: embed_sentences' rows; None stores no snippet sentences."""
     questions = questions or []
     if question_vectors is None:
         question_vectors = np.zeros((0, encoder.dim), dtype=np.float32)
@@ -209,9 +244,14 @@ def write_bundle(directory: Path, articles: list[Article], passages: list[Passag
             raise ValueError(f"{len(passages)} passages but {len(matrix)} rows for {fname}")
         with open(directory / fname, "wb") as f:
             np.save(f, np.ascontiguousarray(matrix, dtype=np.float32).reshape(len(passages), encoder.dim))
+    docs = passage_docs(passages, sentence_vectors)
     with open(directory / "passages.jsonl", "w", encoding="utf-8") as f:
-        for p in passages:
-            f.write(json.dumps(p.to_dict(), ensure_ascii=False) + "\n")
+        for d in docs:
+            f.write(json.dumps(d, ensure_ascii=False) + "\n")
+    # float16: only the argmax over a passage's few sentences reads them
+    sentences = np.zeros((0, encoder.dim)) if sentence_vectors is None else sentence_vectors
+    with open(directory / "sentences.npy", "wb") as f:
+        np.save(f, np.ascontiguousarray(sentences, dtype=np.float16).reshape(len(sentences), encoder.dim))
     with open(directory / "questions.npy", "wb") as f:
         np.save(f, np.ascontiguousarray(question_vectors, dtype=np.float32).reshape(len(questions), encoder.dim))
     with open(directory / "questions.jsonl", "w", encoding="utf-8") as f:
@@ -264,6 +304,8 @@ class Prepared:
     query_style: np.ndarray | None = None
     # per kind of text ("passages", "headings", ...): [texts embedded, seconds spent embedding them]
     timings: dict[str, list[float]] = field(default_factory=dict)
+    # embed_sentences' rows (cross-lingual snippets); None: the passages' snippets are their openings
+    sentence_vectors: np.ndarray | None = None
 
 
 def prepare(articles_dir: Path | None, encoder: Encoder, cache: EmbeddingCache | None, progress: bool = False,
@@ -277,8 +319,9 @@ def prepare(articles_dir: Path | None, encoder: Encoder, cache: EmbeddingCache |
                                                                       timings=timings)
     questions = article_questions(articles, check_out_of_scope(Path(articles_dir))[0] if articles_dir else None)
     qvecs, qc, qr = embed_questions(questions, encoder, cache, progress=progress, timings=timings)
-    return Prepared(articles, passages, vectors, headings, questions, qvecs, computed + qc, reused + qr, query_style,
-                    timings)
+    svecs, sc, sr = embed_sentences(passages, encoder, cache, progress=progress, timings=timings)
+    return Prepared(articles, passages, vectors, headings, questions, qvecs, computed + qc + sc, reused + qr + sr,
+                    query_style, timings, svecs)
 
 
 def build(articles_dir: Path, index_dir: Path, encoder: Encoder, store_kind: str = "auto",
@@ -300,7 +343,8 @@ def build(articles_dir: Path, index_dir: Path, encoder: Encoder, store_kind: str
                                 encoder, store_kind,
                                 extra={"build_seconds": round(time.perf_counter() - t0, 3),
                                        "embedded": {"computed": prep.computed, "reused": prep.reused}},
-                                questions=prep.questions, question_vectors=prep.question_vectors)
+                                questions=prep.questions, question_vectors=prep.question_vectors,
+                                sentence_vectors=prep.sentence_vectors)
         os.rename(tmp, bundles / name)
         _fsync_dir(bundles)
     except BaseException:
@@ -363,6 +407,14 @@ def _lexical(path: Path) -> LexicalIndex:
     return lexical
 
 
+def check_sentences(where: Path | str, passages: list[dict], sentences: np.ndarray, dim: int) -> None:
+    """A bundle's sentence vectors must be exactly its passages' snippet sentences (both backends)."""
+    want = (int(sentence_starts(passages)[-1]), dim)
+    if sentences.shape != want:
+        raise BundleError(f"{where}: snippet-sentence vectors of shape {sentences.shape}, expected {want}; "
+                          "rebuild with `kb build`")
+
+
 @dataclass
 class Bundle:
     """A verified, loaded bundle: what search reads."""
@@ -378,6 +430,8 @@ class Bundle:
     questions: list[dict] = field(default_factory=list)
     question_vectors: np.ndarray | None = None
     query_style: np.ndarray | None = None  # passage texts embedded with `query: ` (see embed_passages)
+    # the passages' snippet sentences embedded (rows per passage: sentence_starts), float16
+    sentence_vectors: np.ndarray | None = None
     # (text, qvec, k, [(table, limit, rowids)]) -> (dense candidates or None, lexical hits per request):
     # a backend across a network answers a search's ANN and lexical legs in one round trip (kb.pgindex);
     # None: kb.search asks the store and the lexical index one by one
@@ -423,9 +477,11 @@ class Bundle:
         qvecs = _read(path / "questions.npy", np.load)
         if qvecs.shape != (len(questions), manifest["dim"]):
             raise BundleError(f"{path}: questions.npy has shape {qvecs.shape}, expected {(len(questions), manifest['dim'])}")
+        sentences = _read(path / "sentences.npy", np.load)
+        check_sentences(path, passages, sentences, manifest["dim"])
         lexical = _read(path / "lexical.sqlite", _lexical)
         return cls(name, path, manifest, passages, articles, store, lexical, headings,
-                   questions, qvecs, query_style)
+                   questions, qvecs, query_style, sentences)
 
 
 class BundleDir:

@@ -21,6 +21,9 @@ MAX_WORDS = 250
 HEADING_RE = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 FENCE_RE = re.compile(r"^(```|~~~)")
 SENTENCE_RE = re.compile(r"(?<=[.!?।።॥])\s+")
+# snippet sentences: split at line breaks too (list items)
+SNIPPET_SENTENCE_RE = re.compile(r"(?<=[.!?।።॥])\s+|\n+")
+SNIPPET_SENTENCES = 12  # sentences per passage a cross-lingual snippet chooses from
 
 
 @dataclass
@@ -140,3 +143,28 @@ def split_article(article: Article) -> list[Passage]:
         )
         for i, (hp, text) in enumerate(merged)
     ]
+
+
+def sentence_units(text: str, min_words: int = 8) -> list[str]:
+    """A passage's sentences, each short one joined with the next: a two-word list label ("Bag it.") says
+    nothing on its own, so it never becomes a whole snippet."""
+    units: list[str] = []
+    pending = ""
+    for sentence in (s.strip() for s in SNIPPET_SENTENCE_RE.split(text)):
+        if len(sentence) <= 3:
+            continue
+        pending = f"{pending} {sentence}" if pending else sentence
+        if len(pending.split()) >= min_words:
+            units.append(pending)
+            pending = ""
+    if pending:
+        if units and len(pending.split()) < min_words:
+            units[-1] = f"{units[-1]} {pending}"
+        else:
+            units.append(pending)
+    return units
+
+
+def snippet_sentences(text: str) -> list[str]:
+    """The sentences a cross-lingual snippet chooses from; `kb build` embeds each (kb.index.embed_sentences)."""
+    return sentence_units(text)[:SNIPPET_SENTENCES]

@@ -47,7 +47,18 @@ from .ann import VectorStore
 from .articles import Article
 from .domain import MANIFEST_KEY, probe_manifest_entry
 from .embedder import Encoder
-from .index import FORMAT_VERSION, KEEP_BUNDLES, BuildReport, Bundle, BundleError, Prepared, prepare
+from .index import (
+    FORMAT_VERSION,
+    KEEP_BUNDLES,
+    BuildReport,
+    Bundle,
+    BundleError,
+    Prepared,
+    check_sentences,
+    passage_docs,
+    prepare,
+    sentence_starts,
+)
 from .lexical import pool_size, query_terms, restrict, tokenize
 from .passages import Passage
 from .pg import Cluster, with_vector
@@ -515,6 +526,10 @@ class PgIndex:
         qs = prep.query_style
         if qs is not None and qs.shape != prep.vectors.shape:
             raise ValueError(f"{len(prep.passages)} passages but query-style vectors {qs.shape}")
+        docs = passage_docs(prep.passages, prep.sentence_vectors)
+        starts = sentence_starts(docs)
+        sentences = (np.zeros((0, dim), np.float16) if prep.sentence_vectors is None
+                     else np.ascontiguousarray(prep.sentence_vectors, dtype=np.float16))
         p_tokens = [tokenize(p.embed_text) for p in prep.passages]
         q_tokens = [tokenize(q["text"]) for q in prep.questions]
 
@@ -531,7 +546,8 @@ class PgIndex:
             conn.execute(f"CREATE TABLE {v}.articles (pos int PRIMARY KEY, doc jsonb NOT NULL)")
             conn.execute(f"CREATE TABLE {v}.passages (pos int PRIMARY KEY, doc jsonb NOT NULL, "
                          f"embedding vector({dim}) NOT NULL, heading vector({dim}), "  # NULL: no title/heading
-                         f"query_style vector({dim}))")  # NULL: built without query-style vectors
+                         f"query_style vector({dim}), "  # NULL: built without query-style vectors
+                         "sentences bytea NOT NULL)")  # the snippet sentences' vectors, float16 (kb.index)
             conn.execute(f"CREATE TABLE {v}.questions (pos int PRIMARY KEY, doc jsonb NOT NULL, "
                          f"embedding vector({dim}) NOT NULL)")
             conn.execute(f"CREATE TABLE {v}.postings (tbl smallint NOT NULL, term text COLLATE \"C\" NOT NULL, "
@@ -543,19 +559,19 @@ class PgIndex:
                 copy.set_types(["int4", "bytea"])
                 for i, a in enumerate(prep.articles):
                     copy.write_row((i, jsonb_bytes(dict(a.meta(), body=a.body))))
-            with cur.copy(f"COPY {v}.passages (pos, doc, embedding, heading, query_style) "
+            with cur.copy(f"COPY {v}.passages (pos, doc, embedding, heading, query_style, sentences) "
                           "FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["int4", "bytea", "bytea", "bytea", "bytea"])
+                copy.set_types(["int4", "bytea", "bytea", "bytea", "bytea", "bytea"])
                 has_heading = np.linalg.norm(prep.headings, axis=1) > 0 if len(prep.headings) else []
                 # rows in a fixed random order: CREATE INDEX inserts them into the HNSW graph in table order,
                 # and rows that come in blocks (the KB, then another corpus; one language after another)
                 # left the first block an island the search rarely entered (benchmarks/postgres.py: recall@10
                 # at 100k 0.899 in block order, 0.990 shuffled). pos keeps the passage order.
                 for i in np.random.default_rng(0).permutation(len(prep.passages)).tolist():
-                    p = prep.passages[i]
-                    copy.write_row((i, jsonb_bytes(p.to_dict()), vector_bytes(prep.vectors[i]),
+                    copy.write_row((i, jsonb_bytes(docs[i]), vector_bytes(prep.vectors[i]),
                                     vector_bytes(prep.headings[i]) if has_heading[i] else None,
-                                    vector_bytes(qs[i]) if qs is not None else None))
+                                    vector_bytes(qs[i]) if qs is not None else None,
+                                    sentences[starts[i] : starts[i + 1]].tobytes()))
             with cur.copy(f"COPY {v}.questions (pos, doc, embedding) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(["int4", "bytea", "bytea"])
                 for i, q in enumerate(prep.questions):
@@ -610,8 +626,8 @@ class PgIndex:
                     raise errors.UndefinedTable(f"version {version} is not (yet) on this server")
                 cur = conn.cursor(binary=True)
                 arts = [r[0] for r in cur.execute(f"SELECT doc FROM {version}.articles ORDER BY pos")]
-                prow = cur.execute(f"SELECT doc, vector_send(embedding), vector_send(heading), vector_send(query_style) "
-                                   f"FROM {version}.passages ORDER BY pos").fetchall()
+                prow = cur.execute(f"SELECT doc, vector_send(embedding), vector_send(heading), vector_send(query_style), "
+                                   f"sentences FROM {version}.passages ORDER BY pos").fetchall()
                 qrow = cur.execute(f"SELECT doc, vector_send(embedding) FROM {version}.questions "
                                    "ORDER BY pos").fetchall()
                 return row[0], arts, prow, qrow
@@ -634,10 +650,16 @@ class PgIndex:
         qvecs = vectors_from_bytes([r[1] for r in qrow], dim)
         # all rows have one or none (a version published without them, e.g. an evaluation set)
         query_style = vectors_from_bytes([r[3] for r in prow], dim) if prow and prow[0][3] is not None else None
+        passages = [r[0] for r in prow]
+        sentences = np.frombuffer(b"".join(bytes(r[4]) for r in prow), dtype=np.float16)
+        if sentences.size % dim:
+            raise BundleError(f"postgres {version}: snippet-sentence vectors are not rows of {dim}")
+        sentences = sentences.reshape(-1, dim)
+        check_sentences(f"postgres {version}", passages, sentences, dim)
         store = PgVectorStore(self.cluster, version, vectors, self.hnsw)
-        return Bundle(version, Path("postgres") / self.name / version, manifest, [r[0] for r in prow], articles,
+        return Bundle(version, Path("postgres") / self.name / version, manifest, passages, articles,
                       store, PgLexicalIndex(self.cluster, version), headings, [r[0] for r in qrow], qvecs,
-                      query_style, first_stage=PgFirstStage(self.cluster, version, self.hnsw))
+                      query_style, sentences, first_stage=PgFirstStage(self.cluster, version, self.hnsw))
 
 
 def build(articles_dir: Path | None, index: PgIndex, encoder: Encoder, progress: bool = False,

@@ -16,7 +16,6 @@ import logging
 import math
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,12 +27,11 @@ from .domain import Probe, ProbeError, fit_domain_probe, stored_probe
 from .embedder import Encoder
 from .entities import find_tracking
 from .ethiopic import to_ethiopic
-from .index import Bundle, BundleError
+from .index import Bundle, BundleError, sentence_starts
 from .langs import ROMANIZED_WORDS, WORD_RE, LangGuess, detect, romanized_vocabulary
 from .lexical import HIGHLIGHT_SKIP, STOPWORDS, matching_spans, query_words, tokenize
 
 MODES = ("dense", "lexical", "hybrid")
-SENTENCE_RE = regex.compile(r"(?<=[.!?।።॥?])\s+|\n+")
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 log = logging.getLogger(__name__)
 
@@ -143,7 +141,6 @@ class SearchConfig:
     stale_days: int = 365
     calibration: Calibration = field(default_factory=Calibration.load)
     snippet_words: int = 45
-    sentence_snippets: int = 1  # cards per page whose cross-lingual snippet is the best-matching sentence
     # A pasted tracking number means nothing to the model (its digits pull towards HS codes, EORI numbers and
     # invoices). What the model reads instead, per kb.entities.TRACKING format: where the number stands alone
     # (at most ``identifier_words`` other words), the question a customer pasting it asks; inside a longer
@@ -296,7 +293,9 @@ class Searcher:
             self.lang_members[lang] = langs == lang
             idx = np.flatnonzero(self.lang_members[lang])
             self.lang_samples[lang] = idx if len(idx) <= 2000 else np.sort(rng.choice(idx, 2000, replace=False))
-        self._sentence_cache: OrderedDict[str, tuple[list[str], np.ndarray]] = OrderedDict()
+        sv = bundle.sentence_vectors
+        self.sentence_vectors = sv if sv is not None else np.zeros((0, encoder.dim), np.float16)
+        self.sentence_start = sentence_starts(self.passages)
         self._lock = threading.Lock()
         self._related: np.ndarray | None = None
 
@@ -480,11 +479,10 @@ class Searcher:
         relevant = [g for g in ranked if g in scored and scored[g][0] >= c.relevance_floor]
         shown = relevant if floor else [g for g in ranked if g in scored]
         results = []
-        for pos, g in enumerate(shown[offset : offset + limit]):
-            # cross-lingual snippets embed the passage's sentences once (cached); only for the first cards
-            sentence_vec = qvec if snippets and pos < self.config.sentence_snippets else None
+        for g in shown[offset : offset + limit]:
+            # a cross-lingual card's snippet is its passage's sentence closest to the query (vectors from the build)
             r = self._card(g, guess, art_mask, p_mask, dense_scores, zscores, lex_hits, query, fused[g], f, mode,
-                           snippets, sentence_vec, qfeat, group_sem, scored[g])
+                           snippets, qvec if snippets else None, qfeat, group_sem, scored[g])
             if r:
                 if not features:
                     r.pop("features")
@@ -665,7 +663,7 @@ class Searcher:
         else:
             pi = int(sel[np.argmax(dense[sel])])
         passage = self.passages[pi]
-        snippet, spans = self._snippet(passage, query, guess, sentence_vec) if snippets else (passage["text"][:300], [])
+        snippet, spans = self._snippet(pi, query, guess, sentence_vec) if snippets else (passage["text"][:300], [])
         today = f.today or dt.date.today()
         updated = dt.date.fromisoformat(art["updated"])
         conf, feats = scored or self._card_confidence(g, ai, source, p_mask, zscores, fused, mode, qfeat, group_sem)
@@ -741,33 +739,25 @@ class Searcher:
 
     # ------------------------------------------------------------------ snippets
 
-    def _snippet(self, passage: dict, query: str, guess: LangGuess,
+    def _snippet(self, pi: int, query: str, guess: LangGuess,
                  qvec: np.ndarray | None) -> tuple[str, list[list[int]]]:
+        passage = self.passages[pi]
         text = passage["text"]
         spans = matching_spans(text, query) if passage["lang"] == guess.lang and not guess.romanized else []
         if spans:
             return _window(text, spans, self.config.snippet_words)
         if qvec is None:
             return _opening(passage["text"], self.config.snippet_words), []
-        return self._best_sentence(passage, qvec), []
+        return self._best_sentence(pi, qvec), []
 
-    def _best_sentence(self, passage: dict, qv: np.ndarray) -> str:
-        """For a cross-lingual hit: the passage sentence closest to the query (sentence vectors cached)."""
-        key = passage["id"]
-        with self._lock:
-            cached = self._sentence_cache.get(key)
-        if cached is None:
-            sentences = _sentence_units(passage["text"])[:12]
-            if not sentences:
-                return passage["text"][:300]
-            vecs = self.encoder.encode_passages(sentences)
-            cached = (sentences, vecs)
-            with self._lock:
-                self._sentence_cache[key] = cached
-                while len(self._sentence_cache) > 4096:
-                    self._sentence_cache.popitem(last=False)
-        sentences, vecs = cached
-        best = sentences[int(np.argmax(vecs @ qv))]
+    def _best_sentence(self, pi: int, qv: np.ndarray) -> str:
+        """For a cross-lingual hit: the passage sentence closest to the query, by the sentence vectors `kb build`
+        stored (no encoding at search time). A passage stored without them shows its opening."""
+        passage = self.passages[pi]
+        a, b = int(self.sentence_start[pi]), int(self.sentence_start[pi + 1])
+        if a == b:
+            return _opening(passage["text"], self.config.snippet_words)
+        best = passage["sentences"][int(np.argmax(self.sentence_vectors[a:b].astype(np.float32) @ qv))]
         return best if len(best) <= 400 else best[:400].rsplit(" ", 1)[0] + " …"
 
 
@@ -811,26 +801,6 @@ def _window(text: str, spans: list[tuple[int, int]], words: int) -> tuple[str, l
     shift = len(prefix) - s
     out = [[a + shift, b + shift] for a, b in spans if a >= s and b <= e]
     return snippet, out
-
-
-def _sentence_units(text: str, min_words: int = 8) -> list[str]:
-    """A passage's sentences, each short one joined with the next: a two-word list label ("Bag it.") says
-    nothing on its own, so it never becomes a whole snippet."""
-    units: list[str] = []
-    pending = ""
-    for sentence in (s.strip() for s in SENTENCE_RE.split(text)):
-        if len(sentence) <= 3:
-            continue
-        pending = f"{pending} {sentence}" if pending else sentence
-        if len(pending.split()) >= min_words:
-            units.append(pending)
-            pending = ""
-    if pending:
-        if units and len(pending.split()) < min_words:
-            units[-1] = f"{units[-1]} {pending}"
-        else:
-            units.append(pending)
-    return units
 
 
 def _opening(text: str, words: int) -> str:

@@ -61,13 +61,17 @@ def test_round_trip(tmp_path):
     arts = make_tree(tmp_path, 5)
     enc = HashEncoder()
     report = build(arts, tmp_path / "index", enc)
-    # 10 passage vectors + 10 title/heading vectors + 10 query-style passage vectors
-    assert (report.articles, report.passages, report.computed, report.reused) == (5, 10, 30, 0)
+    # 10 passage vectors + 10 title/heading vectors + 10 query-style passage vectors + 10 snippet sentences
+    assert (report.articles, report.passages, report.computed, report.reused) == (5, 10, 40, 0)
     b = Bundle.open(tmp_path / "index", model_checksum=enc.checksum)
     assert b.manifest["counts"] == {"articles": 5, "passages": 10, "questions": 0, "languages": {"en": 5}}
     assert b.manifest["model"]["checksum"] == enc.checksum and b.manifest["dim"] == enc.dim
     assert set(b.manifest["articles"]) == {f"art-{i:03d}.en" for i in range(5)}
     assert b.store.count == 10 and len(b.passages) == 10 and b.query_style.shape == (10, enc.dim)
+    # each passage's short opening sentence joins the next one: one snippet sentence per passage
+    assert [len(p["sentences"]) for p in b.passages] == [1] * 10 and b.sentence_vectors.shape == (10, enc.dim)
+    np.testing.assert_allclose(b.sentence_vectors[3].astype(np.float32),
+                               enc.encode_passages([b.passages[3]["sentences"][0]])[0], atol=2e-3)
     target = next(p for p in b.passages if p["article_id"] == "art-003")
     _s, ids = b.store.search(enc.encode_query(target["text"]), 1)
     assert b.passages[int(ids[0])]["id"] == target["id"]
@@ -83,8 +87,8 @@ def test_questions_are_stored_embedded_as_queries_and_searched(tmp_path):
     enc = HashEncoder()
     report = build(arts, tmp_path / "index", enc)
     b = Bundle.open(tmp_path / "index", model_checksum=enc.checksum)
-    # 8 passages, 8 headings, 8 passages as queries, 5 questions
-    assert b.manifest["counts"]["questions"] == 5 and report.computed == 24 + 5
+    # 8 passages, 8 headings, 8 passages as queries, 5 questions, 8 snippet sentences
+    assert b.manifest["counts"]["questions"] == 5 and report.computed == 24 + 5 + 8
     assert [(q["group"], q["lang"], q["text"]) for q in b.questions if q["group"] == "art-002"] == [
         ("art-002", "en", "velvet"), ("art-002", "ta", "zebra crossing quokka")]
     row = next(i for i, q in enumerate(b.questions) if q["text"] == "zebra crossing quokka")
@@ -123,12 +127,13 @@ def test_incremental_rebuild_embeds_only_changed_passages(tmp_path):
     arts = make_tree(tmp_path, 20)
     enc = CountingEncoder()
     first = build(arts, tmp_path / "index", enc)
-    assert enc.calls == 40 and first.computed == 120  # passages + headings + passages embedded as queries
+    # passages + headings + passages embedded as queries + snippet sentences (encoded as passages: counted)
+    assert enc.calls == 80 and first.computed == 160
     page = arts / "customs" / "art-007.en.md"
     page.write_text(page.read_text().replace("Step list for 7.", "Step list for 7, now revised."))
     enc.calls = 0
     second = build(arts, tmp_path / "index", enc)
-    assert (second.computed, second.reused, enc.calls) == (2, 118, 1)
+    assert (second.computed, second.reused, enc.calls) == (3, 157, 2)  # its passage (both prefixes), its sentence
     b = Bundle.open(tmp_path / "index")
     assert any("now revised" in p["text"] for p in b.passages)
     assert b.manifest["articles"]["art-007.en"] != json.loads(

@@ -86,7 +86,8 @@ def test_build_pointer_incremental_and_prune(pg_db, tmp_path):
     write_article(arts, "pg-article-1", "Rules 1", "Marker1 word. A rewritten paragraph about customs forms.",
                   topic="claims")
     edited = pg_build(arts, index, enc)
-    assert 0 < edited.computed <= 2  # the one changed passage (and its heading text, unchanged) only
+    # the one changed passage (both prefixes; its heading text unchanged) and its snippet sentence only
+    assert 0 < edited.computed <= 3
     assert index.current() == edited.bundle != again.bundle
 
     # a reader pinned to the first version still searches it while newer ones are current
@@ -241,6 +242,11 @@ def test_same_ranking_as_the_faiss_backend(pg_cluster, built_index, st_encoder, 
         approx = {r["group"] for r in ann.search(q["text"], f, qvec=qv, snippets=False)["results"]}
         hits, total = hits + len(exact & approx), total + len(exact)
     assert total and hits / total >= 0.99, (hits, total)
+    # the snippet sentences and their vectors travel with the version: the same cross-lingual snippets
+    assert np.array_equal(pg.bundle.sentence_vectors, files.bundle.sentence_vectors)
+    for text in ("¿Cómo envío un paquete con una batería de litio?", "என் பார்சல் எங்கே?"):
+        a, b = (s.search(text, f, limit=5)["results"] for s in (files, pg))
+        assert [r["snippet"] for r in a] == [r["snippet"] for r in b] and a, text
 
 
 def _random_index(primary: str, standby: str, n: int = 4000, dim: int = 64, hnsw=None, seed: int = 0):

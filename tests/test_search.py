@@ -340,3 +340,47 @@ def test_a_serving_worker_never_imports_scikit_learn(built_index, tmp_path):
     assert "sklearn" in runs["old"]["sklearn"]  # the check can fail: the fallback does import it
     assert runs["old"]["first"][0] == runs["stored"]["first"][0]
     assert runs["old"]["first"][1] == pytest.approx(runs["stored"]["first"][1], abs=2e-4)
+
+
+def test_cross_lingual_snippets_come_from_the_build_not_a_search_time_encode(built_index, searcher, query_encoder):
+    """`kb build` stores every passage's snippet sentences and their vectors; a cross-lingual search picks
+    each card's sentence from them and encodes nothing but the query."""
+    from kb.passages import snippet_sentences
+
+    bundle = searcher.bundle
+    p = next(p for p in bundle.passages if len(p["sentences"]) >= 3)
+    assert p["sentences"] == snippet_sentences(p["text"])
+    start = searcher.sentence_start[bundle.passages.index(p)]
+    stored = bundle.sentence_vectors[start : start + len(p["sentences"])].astype(np.float32)
+    fresh = query_encoder.encode_passages(p["sentences"])  # the server's runtime; the suite builds with st
+    assert np.min(np.sum(stored * fresh, axis=1)) > 0.995
+
+    class QueriesOnly:
+        """The query encoder, refusing passage encoding: a search must not need it."""
+
+        def __init__(self, inner):
+            self.inner, self.queries = inner, 0
+
+        def encode_query(self, text):
+            self.queries += 1
+            return self.inner.encode_query(text)
+
+        def encode_passages(self, texts):
+            raise AssertionError(f"search encoded {len(texts)} passage texts")
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    enc = QueriesOnly(query_encoder)
+    s = Searcher(Bundle.open(built_index, model_checksum=query_encoder.checksum), enc)
+    query = "¿Cómo envío un paquete con una batería de litio?"  # Spanish: no article in it, every hit cross-lingual
+    res = s.search(query, Filters(), limit=5)
+    assert enc.queries == 1 and len(res["results"]) == 5
+    qv = query_encoder.encode_queries([query])[0]
+    for r in res["results"]:
+        pi = next(i for i, q in enumerate(s.passages) if q["id"] == r["passage"]["id"])
+        sentences = s.passages[pi]["sentences"]
+        assert r["snippet"] in sentences or r["snippet"].endswith(" …"), r["snippet"]
+        if r["snippet"] in sentences:  # the closest sentence by freshly encoded vectors, up to float16 ties
+            vecs = query_encoder.encode_passages(sentences) @ qv
+            assert vecs[sentences.index(r["snippet"])] >= vecs.max() - 0.01
