@@ -60,9 +60,10 @@ def create_app(config: dict | None = None, service: KBService | None = None) -> 
 
     errors.install(app)
     from .api import bp as api_bp
-    from .api import limiter
+    from .api import limiter, warm_validation
     from .pages import bp as pages_bp
 
+    warm_validation()
     limiter.init_app(app)
     app.register_blueprint(api_bp)
     app.register_blueprint(pages_bp)

@@ -50,6 +50,13 @@ def _openapi():
     return OpenAPI.from_dict(spec_dict())
 
 
+def warm_validation() -> None:
+    """Parse the OpenAPI document and build openapi-core's validator (~0.5 s, once per process) when the app is
+    created, so a worker's first request does not wait for them."""
+    spec_dict()
+    _openapi()
+
+
 def _bad_key_limit():
     """(limit, identifiers) of invalid-key attempts per client address: BAD_KEY_LIMIT, e.g. "20/minute"."""
     from limits import parse
