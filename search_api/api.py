@@ -53,6 +53,8 @@ def _openapi():
 def warm_validation() -> None:
     """Parse the OpenAPI document and build openapi-core's validator (~0.5 s, once per process) when the app is
     created, so a worker's first request does not wait for them."""
+    import openapi_core.contrib.flask  # noqa: F401  (the request wrapper validate_request imports)
+
     spec_dict()
     _openapi()
 
@@ -290,15 +292,6 @@ def _check_query_names() -> None:
 
 def validate_request() -> None:
     """Check the request against the OpenAPI document; map failures to 400/415/422 with the field."""
-    from openapi_core.contrib.flask import FlaskOpenAPIRequest
-    from openapi_core.templating.media_types.exceptions import MediaTypeNotFound
-    from openapi_core.validation.request.exceptions import (
-        MissingRequestBody,
-        ParameterValidationError,
-        RequestBodyValidationError,
-        SecurityValidationError,
-    )
-
     if request.method == "POST":
         ctype = (request.mimetype or "").lower()
         if ctype != "application/json":
@@ -315,6 +308,15 @@ def validate_request() -> None:
     _check_query_names()
     if _plainly_valid():
         return
+    from openapi_core.contrib.flask import FlaskOpenAPIRequest
+    from openapi_core.templating.media_types.exceptions import MediaTypeNotFound
+    from openapi_core.validation.request.exceptions import (
+        MissingRequestBody,
+        ParameterValidationError,
+        RequestBodyValidationError,
+        SecurityValidationError,
+    )
+
     for err in _openapi().iter_request_errors(FlaskOpenAPIRequest(request)):
         if isinstance(err, SecurityValidationError):
             continue
