@@ -477,7 +477,8 @@ class Bundle:
         qvecs = _read(path / "questions.npy", np.load)
         if qvecs.shape != (len(questions), manifest["dim"]):
             raise BundleError(f"{path}: questions.npy has shape {qvecs.shape}, expected {(len(questions), manifest['dim'])}")
-        sentences = _read(path / "sentences.npy", np.load)
+        # mapped, not read: a search touches a few rows, and workers share the pages (a 100k-passage KB has ~650k)
+        sentences = _read(path / "sentences.npy", lambda p: np.load(p, mmap_mode="r"))
         check_sentences(path, passages, sentences, manifest["dim"])
         lexical = _read(path / "lexical.sqlite", _lexical)
         return cls(name, path, manifest, passages, articles, store, lexical, headings,
