@@ -122,13 +122,8 @@ class HNSWStore(FaissStore):
         import faiss
 
         index = faiss.IndexHNSWFlat(self.dim, self.m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 200
-        index.hnsw.efSearch = self.ef_search
+        index.hnsw.efConstruction = 200  # efSearch is per call (_params), never set on the shared index
         return index
-
-    def load(self, directory: Path) -> None:
-        super().load(directory)
-        self.index.hnsw.efSearch = self.ef_search
 
 
 STORES: dict[str, type[FaissStore]] = {"flat": FlatStore, "hnsw": HNSWStore}
