@@ -33,7 +33,6 @@ import os
 import sqlite3
 import sys
 import threading
-import time
 import unicodedata
 import uuid
 from abc import ABC, abstractmethod
@@ -48,6 +47,7 @@ import numpy as np
 import regex
 
 from .redact import redact
+from .sqlite import enable_wal
 
 CHANNELS = ("selfservice", "agent", "api")
 NO_KEY = "-"  # the ``key`` filter value for searches made without an API key
@@ -1024,24 +1024,7 @@ class SQLiteStore(AnalyticsStore):
         return conn
 
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
-        """Switch to WAL, retrying while another process holds the file.
-
-        The switch takes an exclusive lock and SQLite answers SQLITE_BUSY at once, without its busy handler, when
-        another connection is opening the same new file (CI: 1 of 8 processes starting together failed).
-        Once any process has switched, the mode is stored in the file and this returns on the first try."""
-        deadline = time.monotonic() + self.busy_timeout_s
-        delay = 0.005
-        while True:
-            try:
-                conn.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError as e:
-                if "locked" not in str(e) and "busy" not in str(e):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.2)
+        enable_wal(conn, self.busy_timeout_s)
 
     def _conn(self) -> sqlite3.Connection:
         """This thread's connection (one per thread; fresh ones after fork)."""

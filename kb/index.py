@@ -28,6 +28,7 @@ from .domain import MANIFEST_KEY, probe_manifest_entry
 from .embedder import QUERY_PREFIX, Encoder, file_sha256
 from .lexical import LexicalIndex
 from .passages import Passage, snippet_sentences, split_article
+from .sqlite import enable_wal
 
 FORMAT_VERSION = 5
 FILES = ("vectors.faiss", "headings.npy", "query_style.npy", "passages.jsonl", "articles.json", "lexical.sqlite",
@@ -73,7 +74,7 @@ class EmbeddingCache:
 
     def __init__(self, path: Path):
         self.conn = sqlite3.connect(path, timeout=30)
-        self.conn.execute("PRAGMA journal_mode=WAL")
+        enable_wal(self.conn, 30)  # builds and test sessions may open one cache together
         self.conn.execute("CREATE TABLE IF NOT EXISTS emb (model TEXT, hash TEXT, vec BLOB, PRIMARY KEY (model, hash))")
 
     def get_many(self, model: str, hashes: list[str]) -> dict[str, np.ndarray]:

@@ -9,6 +9,8 @@ import threading
 import time
 from pathlib import Path
 
+from .sqlite import enable_wal
+
 ROLES = ("agent", "admin")
 
 
@@ -18,7 +20,7 @@ class KeyStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        enable_wal(self._conn, 10)  # gunicorn's workers open this file at the same moment
         with self._conn:
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, salt TEXT NOT NULL, hash TEXT NOT NULL,"

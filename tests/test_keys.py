@@ -146,3 +146,28 @@ def test_cli_admin_key(tiny_app):
     assert app.test_client().get("/api/v1/analytics/summary", headers=admin).status_code == 200
     bad = _kb("keys", "create", "--role", "root", "--db", str(db))
     assert bad.returncode != 0
+
+
+def _open_and_create(db: str, barrier) -> None:
+    barrier.wait()  # every process opens the new file at once, as gunicorn's workers do
+    KeyStore(Path(db)).create("agent", "w")
+
+
+def test_workers_opening_a_new_key_file_together_all_start(tmp_path):
+    """gunicorn's workers create the app at the same moment; switching a new key file to WAL answered
+    SQLITE_BUSY to one of them (CI: "Worker failed to boot"). Five rounds of 8 processes on fresh files."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    for r in range(5):
+        db = tmp_path / f"keys-{r}.sqlite3"
+        barrier = ctx.Barrier(8)
+        procs = [ctx.Process(target=_open_and_create, args=(str(db), barrier)) for _ in range(8)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0] * 8, r
+        with sqlite3.connect(db) as c:
+            assert c.execute("SELECT COUNT(*) FROM api_keys").fetchone()[0] == 8
+            assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
