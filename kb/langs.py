@@ -9,7 +9,6 @@ because no passage is written in romanized script.
 
 from __future__ import annotations
 
-import threading
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -56,21 +55,27 @@ class LangGuess:
 
 
 @lru_cache(maxsize=1)
-def _identifier():
+def _identifier() -> dict[tuple[str, ...], object]:
+    """py3langid restricted to each language list detect() uses, built once from one load of its model.
+
+    Restricting per call (``set_languages``) copied the 100,053-feature column block on every query under a
+    lock; these share the model's tokenizer tables and keep only their own columns, so the full 142-language
+    table (27 MB) is freed once they exist.
+    """
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
-    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-
-
-_langid_lock = threading.Lock()
+    full = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    out = {}
+    for langs in (LATIN_LANGS, DEVANAGARI_LANGS):
+        full.set_languages(langs)
+        out[tuple(langs)] = LanguageIdentifier(full.nb_ptc, full.nb_pc, full.nb_classes, full.tk_nextmove,
+                                               full.tk_output, norm_probs=True, tk_row=full.tk_row)
+    return out
 
 
 def _classify(text: str, langs: list[str]) -> tuple[str, float]:
-    """py3langid's best guess among ``langs`` and its probability."""
-    with _langid_lock:  # set_languages mutates the shared identifier
-        ident = _identifier()
-        ident.set_languages(langs)
-        lang, prob = ident.classify(text)
+    """py3langid's best guess among ``langs`` (LATIN_LANGS or DEVANAGARI_LANGS) and its probability."""
+    lang, prob = _identifier()[tuple(langs)].classify(text)
     return lang, float(prob)
 
 

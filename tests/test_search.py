@@ -70,6 +70,38 @@ def test_unsure_latin_text_counts_as_english_without_word_matching():
     assert detect("¿Cuánto tarda un envío de Madrid a Ciudad de México por mensajería?").lang == "es"
 
 
+def test_restricted_identifiers_classify_as_py3langid_restricted_per_call():
+    """kb.langs builds one restricted identifier per language list; py3langid's own set_languages (what it did
+    per query before) must give the same label and probability, also with threads classifying at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    from kb.langs import DEVANAGARI_LANGS, LATIN_LANGS, _classify
+
+    texts = {tuple(LATIN_LANGS): [
+        "where can I pay the import duties for my parcel", "¿Cuánto tarda un envío de Madrid a Ciudad de México?",
+        "Combien coûte l'envoi d'un colis en Allemagne", "Wie lange dauert die Zollabfertigung für ein Paket",
+        "Quanto custa enviar uma encomenda para Portugal", "Berapa lama pengiriman paket ke Jakarta",
+        "Paketim gümrükte bekliyor, ne yapmalıyım", "Kifurushi changu kimekwama forodhani",
+        "Ile kosztuje wysyłka paczki do Polski", "Hoeveel kost het om een pakket te versturen"],
+        tuple(DEVANAGARI_LANGS): ["मेरा पार्सल सीमा शुल्क में अटका हुआ है, मुझे क्या करना चाहिए",
+                                  "माझे पार्सल कस्टममध्ये अडकले आहे, मी काय करू", "मेरो पार्सल भन्सारमा अड्किएको छ"]}
+    ref = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    expected = {}
+    for langs, group in texts.items():
+        ref.set_languages(list(langs))
+        for t in group:
+            lang, prob = ref.classify(t)
+            expected[t] = (langs, lang, float(prob))
+    assert len({v[1] for v in expected.values()}) >= 8  # the texts are told apart, not all one label
+    jobs = [t for t in expected for _ in range(8)]
+    with ThreadPoolExecutor(8) as ex:
+        got = list(ex.map(lambda t: _classify(t, list(expected[t][0])), jobs))
+    for t, (lang, prob) in zip(jobs, got, strict=True):
+        assert lang == expected[t][1] and prob == pytest.approx(expected[t][2], abs=1e-6), t
+
+
 def test_romanized_words_learnt_from_questions():
     vocab = romanized_vocabulary(
         [("am", "telebirr be gumruk kefya yichalal?"), ("am", "ቀረጥ በቴሌብር"), ("ta", "parcel customs la maatikichu"),
