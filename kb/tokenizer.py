@@ -12,6 +12,8 @@ query and passage).
 from __future__ import annotations
 
 import struct
+from array import array
+from itertools import islice
 from pathlib import Path
 
 UNK_PENALTY = 10.0  # tokenizers' K_UNK_PENALTY: an unknown character scores min_score - 10
@@ -39,9 +41,8 @@ class UnigramTokenizer:
         from tokenizers import Regex, normalizers, pre_tokenizers
 
         pieces, scores, special = read_vocab(model_file)
-        self.pieces = pieces
-        self.ids = {p: i for i, p in enumerate(pieces)}
-        self.scores = scores
+        self.ids = {p: i for i, p in enumerate(pieces)}  # ids in order: the pieces are its keys, not a second list
+        self.scores = array("d", scores)  # 2 MB of doubles, not 250k float objects (~8 MB)
         self.max_piece = max(len(p) for p in pieces)
         self.unk, self.bos, self.eos = special["unk"], special["bos"], special["eos"]
         self.unk_score = min(scores) - UNK_PENALTY
@@ -84,7 +85,8 @@ class UnigramTokenizer:
         out.extend(reversed(path))
 
     def id_to_token(self, i: int) -> str:
-        return self.pieces[i]
+        """The piece of id ``i`` (tests and debugging: walks the vocabulary)."""
+        return next(islice(self.ids, i, None))
 
     def encode(self, text: str) -> list[int]:
         ids: list[int] = []
